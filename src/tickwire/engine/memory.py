@@ -1,0 +1,132 @@
+"""The embedded engine: everything in this process's memory."""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Iterable
+
+import msgspec
+
+from tickwire.engine.base import Engine, EngineHandler, HistoryResult, HistorySettings
+from tickwire.model.publication import Position, Publication, Snapshot, now_ms
+
+
+def new_epoch() -> str:
+    """A fresh epoch name: 8 random hex characters."""
+    return secrets.token_hex(4)
+
+
+class _Stream:
+    __slots__ = ("epoch", "history", "last_ts", "seq", "snapshot")
+
+    def __init__(self, size: int) -> None:
+        self.epoch = new_epoch()
+        self.seq = 0
+        self.history: deque[Publication] = deque(maxlen=size)
+        self.snapshot: Snapshot | None = None
+        self.last_ts = now_ms()
+
+
+class MemoryEngine(Engine):
+    """One process, no persistence: a restart starts new epochs everywhere."""
+
+    name = "memory"
+
+    def __init__(self, settings: HistorySettings | None = None) -> None:
+        self.settings = settings or HistorySettings()
+        self._streams: dict[str, _Stream] = {}
+        self._subscribed: set[str] = set()
+        self._handler: EngineHandler | None = None
+        self._published = 0
+
+    async def start(self, handler: EngineHandler) -> None:
+        self._handler = handler
+
+    async def close(self) -> None:
+        self._handler = None
+
+    def _stream(self, channel: str) -> _Stream:
+        stream = self._streams.get(channel)
+        if stream is None:
+            stream = self._streams[channel] = _Stream(self.settings.size)
+        return stream
+
+    def _trim(self, stream: _Stream, now: int) -> None:
+        oldest = now - int(self.settings.ttl * 1000)
+        history = stream.history
+        while history and history[0].ts < oldest:
+            history.popleft()
+
+    def publish_now(
+        self, channel: str, data: bytes, *, snapshot: bytes | None = None, ts: int | None = None
+    ) -> Publication:
+        """Synchronous :meth:`publish` for in-process publishers on the event loop."""
+        stream = self._stream(channel)
+        ts = now_ms() if ts is None else ts
+        stream.seq += 1
+        pub = Publication(channel, stream.seq, stream.epoch, ts, msgspec.Raw(data))
+        stream.history.append(pub)
+        stream.last_ts = ts
+        if snapshot is not None:
+            stream.snapshot = Snapshot(channel, stream.seq, stream.epoch, ts, msgspec.Raw(snapshot))
+        self._published += 1
+        if self._published % 1024 == 0:
+            self.sweep(ts)
+        if self._handler is not None and channel in self._subscribed:
+            self._handler.on_publication(pub)
+        return pub
+
+    async def publish(
+        self, channel: str, data: bytes, *, snapshot: bytes | None = None, ts: int | None = None
+    ) -> Publication:
+        return self.publish_now(channel, data, snapshot=snapshot, ts=ts)
+
+    async def history(
+        self, channel: str, since: Position, *, limit: int | None = None
+    ) -> HistoryResult:
+        stream = self._stream(channel)
+        self._trim(stream, now_ms())
+        position = Position(stream.epoch, stream.seq)
+        missed = stream.seq - since.seq
+        if since.epoch != stream.epoch or missed < 0:
+            return HistoryResult(False, position, [])
+        if missed == 0:
+            return HistoryResult(True, position, [])
+        if limit is not None and missed > limit:
+            return HistoryResult(False, position, [])
+        history = stream.history
+        if not history or history[0].seq > since.seq + 1:
+            return HistoryResult(False, position, [])
+        start = since.seq + 1 - history[0].seq
+        pubs = [history[i] for i in range(start, len(history))]
+        return HistoryResult(True, position, pubs)
+
+    async def position(self, channel: str) -> Position:
+        stream = self._stream(channel)
+        return Position(stream.epoch, stream.seq)
+
+    async def snapshot(self, channel: str) -> Snapshot | None:
+        stream = self._streams.get(channel)
+        return None if stream is None else stream.snapshot
+
+    async def subscribe(self, channels: Iterable[str]) -> None:
+        self._subscribed.update(channels)
+
+    async def unsubscribe(self, channels: Iterable[str]) -> None:
+        self._subscribed.difference_update(channels)
+
+    def sweep(self, now: int | None = None) -> int:
+        """Trim history by age and forget idle channels without a snapshot that nobody
+        here subscribes to. Returns how many channels were forgotten."""
+        now = now_ms() if now is None else now
+        idle_before = now - int(self.settings.ttl * 1000)
+        forgotten = 0
+        for name in list(self._streams):
+            stream = self._streams[name]
+            self._trim(stream, now)
+            idle = stream.last_ts < idle_before and stream.snapshot is None
+            if idle and name not in self._subscribed:
+                del self._streams[name]
+                forgotten += 1
+        return forgotten
