@@ -1,0 +1,72 @@
+"""Who is connected and what they may read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tickwire.model.channels import Channel
+
+
+class AuthError(Exception):
+    """Authentication or authorization failed. ``code`` is stable; ``message`` names what
+    was wrong and never contains a secret."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlements:
+    """What a key or token may read. ``None`` for kinds or symbols means "any"."""
+
+    kinds: frozenset[str] | None = None
+    symbols: frozenset[str] | None = None
+    private: bool = True
+
+
+PUBLIC_ONLY = Entitlements(private=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated (or anonymous) party. ``expires_at`` is UNIX seconds or None."""
+
+    user_id: str | None
+    entitlements: Entitlements = field(default_factory=Entitlements)
+    expires_at: float | None = None
+    key_name: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.user_id is None
+
+
+ANONYMOUS = Principal(user_id=None, entitlements=PUBLIC_ONLY)
+
+
+def authorize(principal: Principal, channel: Channel) -> AuthError | None:
+    """None when ``principal`` may read ``channel``; otherwise the error to send."""
+    if channel.private:
+        if principal.anonymous:
+            return AuthError(
+                "unauthorized", f"channel {channel.name!r} is private: authenticate first"
+            )
+        if not principal.entitlements.private:
+            return AuthError(
+                "forbidden", f"channel {channel.name!r}: this key may not read private streams"
+            )
+        if channel.user_id != principal.user_id:
+            return AuthError("forbidden", f"channel {channel.name!r} belongs to another user")
+        return None
+    ents = principal.entitlements
+    if ents.kinds is not None and channel.kind not in ents.kinds:
+        return AuthError(
+            "forbidden", f"channel {channel.name!r}: kind {channel.kind!r} is not entitled"
+        )
+    if ents.symbols is not None and channel.symbol not in ents.symbols:
+        return AuthError(
+            "forbidden", f"channel {channel.name!r}: symbol {channel.symbol!r} is not entitled"
+        )
+    return None
