@@ -1,0 +1,1 @@
+"""Clients: the Python SDK and the ``tickwire`` command line."""

@@ -1,0 +1,65 @@
+"""The ``tickwire`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+#: Subcommand modules: each exposes ``add_parser(subparsers)`` that sets ``func``.
+SUBCOMMANDS: list[str] = []
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run a gateway node")
+    p.add_argument("--config", help="TOML config file (also TICKWIRE_CONFIG)")
+    p.add_argument("--host", help="listen address (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="listen port (default 8080)")
+    p.add_argument("--engine", help="'memory' (default) or a redis:// URL")
+    p.add_argument("--demo", action="store_const", const=True, help="run the demo market")
+    p.add_argument("--seed", type=int, help="demo market seed (deterministic)")
+    p.add_argument("--demo-rate", type=float, help="demo market speed factor")
+    p.add_argument("--history-size", type=int, help="publications kept per channel")
+    p.add_argument("--history-ttl", type=float, help="seconds of history kept per channel")
+    p.add_argument("--max-queue-bytes", type=int, help="per-client byte cap before 'slow'")
+    p.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
+    p.add_argument("--log-level", help="debug, info, warning, error")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from tickwire.server.app import serve
+    from tickwire.server.config import ConfigError, load_config
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
+    try:
+        config = load_config(flags, file=args.config)
+    except ConfigError as exc:
+        print(f"tickwire: {exc}", file=sys.stderr)
+        return 2
+    serve(config)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tickwire", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    import importlib
+
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(name)
+        add: Callable[[Any], None] = module.add_parser
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

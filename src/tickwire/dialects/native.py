@@ -1,0 +1,212 @@
+"""The native protocol v1: JSON text frames (see docs/protocol.md).
+
+Sans-I/O: :func:`parse` turns a frame into a command; :data:`NATIVE` renders core events;
+the ``render_*`` functions render replies. No sockets here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tickwire.dialects.errors import ProtocolError
+from tickwire.model.channels import Channel, ChannelError, parse_channel
+from tickwire.model.publication import Position, Publication, Snapshot
+
+RequestId = int | str | None
+
+# -- inbound -----------------------------------------------------------------------------
+
+
+class Since(msgspec.Struct, forbid_unknown_fields=True):
+    epoch: str
+    seq: int
+
+
+class ChannelSpec(msgspec.Struct, forbid_unknown_fields=True):
+    channel: str
+    since: Since | None = None
+
+
+class Subscribe(msgspec.Struct, frozen=True):
+    """Subscribe to channels, each optionally resuming ``since`` a position."""
+
+    id: RequestId
+    channels: list[tuple[Channel, Position | None]]
+
+
+class Unsubscribe(msgspec.Struct, frozen=True):
+    id: RequestId
+    channels: list[Channel]
+
+
+class Ping(msgspec.Struct, frozen=True):
+    id: RequestId
+
+
+class Auth(msgspec.Struct, frozen=True):
+    """Authenticate (``op: auth``) or replace the token before it expires (``refresh``)."""
+
+    id: RequestId
+    token: str
+    refresh: bool = False
+
+
+Command = Subscribe | Unsubscribe | Ping | Auth
+
+OPS = ("subscribe", "unsubscribe", "ping", "auth", "refresh")
+MAX_TOKEN_LENGTH = 8192
+_MAX_SEQ = 2**63 - 1
+
+
+def _request_id(msg: dict[str, Any]) -> RequestId:
+    rid = msg.get("id")
+    if rid is None or (isinstance(rid, int) and not isinstance(rid, bool)):
+        return rid
+    if isinstance(rid, str) and len(rid) <= 64:
+        return rid
+    raise ProtocolError("bad_request", "id must be an integer or a string of at most 64 chars")
+
+
+def _channel(name: object, rid: RequestId) -> Channel:
+    try:
+        return parse_channel(name)
+    except ChannelError as exc:
+        raise ProtocolError(exc.code, exc.message, rid) from None
+
+
+def _channel_list(msg: dict[str, Any], rid: RequestId) -> list[Any]:
+    channels = msg.get("channels")
+    if not isinstance(channels, list) or not channels:
+        raise ProtocolError("bad_request", "channels must be a non-empty list", rid)
+    return channels
+
+
+def _since(raw: object, name: str, rid: RequestId) -> Position:
+    try:
+        since = msgspec.convert(raw, Since)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(
+            "bad_since", f"channel {name!r}: since must be {{epoch, seq}}: {exc}", rid
+        ) from None
+    if not 0 <= since.seq <= _MAX_SEQ or not 0 < len(since.epoch) <= 64:
+        raise ProtocolError(
+            "bad_since", f"channel {name!r}: since.seq must be >= 0 and epoch non-empty", rid
+        )
+    return Position(since.epoch, since.seq)
+
+
+def parse(frame: str | bytes) -> Command:
+    """Parse one inbound text frame; raises :class:`ProtocolError` naming what is wrong."""
+    try:
+        msg = msgspec.json.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("bad_request", "message must be a JSON object")
+    rid = _request_id(msg)
+    op = msg.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError("bad_request", "op must be a string", rid)
+    if op == "subscribe":
+        items: list[tuple[Channel, Position | None]] = []
+        for raw in _channel_list(msg, rid):
+            if isinstance(raw, dict):
+                name = raw.get("channel")
+                unknown = set(raw) - {"channel", "since"}
+                if unknown:
+                    raise ProtocolError(
+                        "bad_request", f"unknown field {sorted(unknown)[0]!r} in channels", rid
+                    )
+                channel = _channel(name, rid)
+                since = raw.get("since")
+                items.append((channel, None if since is None else _since(since, channel.name, rid)))
+            else:
+                items.append((_channel(raw, rid), None))
+        return Subscribe(rid, items)
+    if op == "unsubscribe":
+        return Unsubscribe(rid, [_channel(raw, rid) for raw in _channel_list(msg, rid)])
+    if op == "ping":
+        return Ping(rid)
+    if op in ("auth", "refresh"):
+        token = msg.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+            raise ProtocolError(
+                "bad_request", f"token must be a string of 1 to {MAX_TOKEN_LENGTH} chars", rid
+            )
+        return Auth(rid, token, refresh=op == "refresh")
+    raise ProtocolError("unknown_op", f"unknown op {op[:32]!r} (expected {', '.join(OPS)})", rid)
+
+
+# -- outbound ----------------------------------------------------------------------------
+
+
+class _Push(msgspec.Struct):
+    type: str
+    channel: str
+    seq: int
+    epoch: str
+    ts: int
+    data: msgspec.Raw
+
+
+class _Reset(msgspec.Struct):
+    type: str
+    channel: str
+    epoch: str
+    seq: int
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class NativeFormat:
+    """The hub's encoder for native connections."""
+
+    name = "native"
+
+    def pub(self, pub: Publication) -> bytes:
+        return _encode(_Push("pub", pub.channel, pub.seq, pub.epoch, pub.ts, pub.data))
+
+    def snapshot(self, snap: Snapshot) -> bytes:
+        return _encode(_Push("snapshot", snap.channel, snap.seq, snap.epoch, snap.ts, snap.data))
+
+    def reset(self, channel: str, position: Position) -> bytes:
+        return _encode(_Reset("reset", channel, position.epoch, position.seq))
+
+
+NATIVE = NativeFormat()
+
+
+class SubscribedChannel(msgspec.Struct, omit_defaults=True):
+    channel: str
+    epoch: str
+    seq: int
+    recovered: bool | None = None
+
+
+def render_subscribed(rid: RequestId, channels: list[SubscribedChannel]) -> bytes:
+    return _encode({"id": rid, "type": "subscribed", "channels": channels})
+
+
+def render_unsubscribed(rid: RequestId, channels: list[str]) -> bytes:
+    return _encode({"id": rid, "type": "unsubscribed", "channels": channels})
+
+
+def render_pong(rid: RequestId, ts: int) -> bytes:
+    return _encode({"id": rid, "type": "pong", "ts": ts})
+
+
+def render_authenticated(rid: RequestId, user_id: str | None, expires_at: float | None) -> bytes:
+    return _encode({"id": rid, "type": "authenticated", "user": user_id, "expires_at": expires_at})
+
+
+def render_error(error: ProtocolError) -> bytes:
+    return _encode(
+        {"id": error.request_id, "type": "error", "code": error.code, "message": error.message}
+    )
+
+
+def render_heartbeat(ts: int) -> bytes:
+    return _encode({"type": "heartbeat", "ts": ts})

@@ -1,0 +1,32 @@
+"""The hub: per-process subscriptions and fan-out of frames encoded once per wire format."""
+
+from tickwire.hub.connection import (
+    CLOSE_POLICY,
+    CLOSE_REASONS,
+    CLOSE_SHUTDOWN,
+    CLOSE_SLOW,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_UNAUTHORIZED,
+    Connection,
+    Transport,
+)
+from tickwire.hub.frames import close_frame, text_frame
+from tickwire.hub.hub import Catchup, Hub, HubStats
+from tickwire.hub.wire import WireFormat
+
+__all__ = [
+    "CLOSE_POLICY",
+    "CLOSE_REASONS",
+    "CLOSE_SHUTDOWN",
+    "CLOSE_SLOW",
+    "CLOSE_TOKEN_EXPIRED",
+    "CLOSE_UNAUTHORIZED",
+    "Catchup",
+    "Connection",
+    "Hub",
+    "HubStats",
+    "Transport",
+    "WireFormat",
+    "close_frame",
+    "text_frame",
+]

@@ -1,0 +1,135 @@
+"""One client connection as the hub sees it: a bounded queue of ready-made frames."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from tickwire.hub.frames import close_frame
+
+if TYPE_CHECKING:
+    from tickwire.hub.hub import Hub
+    from tickwire.hub.wire import WireFormat
+
+
+class Transport(Protocol):
+    """The part of :class:`asyncio.WriteTransport` the hub uses."""
+
+    def write(self, data: bytes) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+#: Close codes every dialect shares. 3000-3499: reconnect (and recover); 3500+: do not.
+CLOSE_SHUTDOWN = 3001
+CLOSE_TOKEN_EXPIRED = 3005
+CLOSE_SLOW = 3008
+CLOSE_UNAUTHORIZED = 3500
+CLOSE_POLICY = 3503
+
+CLOSE_REASONS: dict[int, str] = {
+    CLOSE_SHUTDOWN: "shutdown",
+    CLOSE_TOKEN_EXPIRED: "token expired",
+    CLOSE_SLOW: "slow consumer",
+    CLOSE_UNAUTHORIZED: "unauthorized",
+    CLOSE_POLICY: "policy violation",
+}
+
+
+class Connection:
+    """Frames queued for one client, written together once per loop iteration.
+
+    ``cap`` bounds the bytes held for this client (queued here plus the transport's
+    unsent buffer); a client over its cap is disconnected with :data:`CLOSE_SLOW`.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "backlog",
+        "cap",
+        "channels",
+        "closed",
+        "dirty",
+        "fmt",
+        "hub",
+        "on_close",
+        "queue",
+        "queued",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        transport: Transport,
+        fmt: WireFormat,
+        cap: int,
+        on_close: Callable[[int, str], None] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.transport = transport
+        self.fmt = fmt
+        self.cap = cap
+        self.queue: list[bytes] = []
+        self.queued = 0
+        #: the transport's unsent bytes as of the last flush (it only shrinks meanwhile)
+        self.backlog = 0
+        self.dirty = False
+        self.closed = False
+        self.channels: set[str] = set()
+        self.on_close = on_close
+
+    def push(self, frame: bytes) -> None:
+        """Queue one frame; it is written with the others at the end of this iteration."""
+        if self.closed:
+            return
+        self.queue.append(frame)
+        self.queued += len(frame)
+        if self.queued + self.backlog > self.cap:
+            self.close(CLOSE_SLOW, drop=True)
+            return
+        if not self.dirty:
+            self.dirty = True
+            self.hub.mark_dirty(self)
+
+    def flush(self) -> int:
+        """Write everything queued in one call; returns the bytes written."""
+        self.dirty = False
+        queue = self.queue
+        if self.closed or not queue:
+            queue.clear()
+            return 0
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        queue.clear()
+        self.queued = 0
+        transport = self.transport
+        if transport.get_write_buffer_size() + len(data) > self.cap:
+            self.close(CLOSE_SLOW, drop=True)
+            return 0
+        transport.write(data)
+        self.backlog = transport.get_write_buffer_size()
+        return len(data)
+
+    def close(self, code: int, reason: str | None = None, *, drop: bool = False) -> None:
+        """Send what is queued (unless ``drop``), then a close frame, and close.
+
+        A close frame behind a full buffer reaches the client when it reads again; the
+        hub aborts the transport if it has not drained within its drain timeout.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        pending = b"" if drop else b"".join(self.queue)
+        self.queue.clear()
+        self.queued = 0
+        reason = CLOSE_REASONS.get(code, "") if reason is None else reason
+        self.hub.detach(self, code)
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(pending + close_frame(code, reason))
+            transport.close()
+            self.hub.abort_later(transport)
+        if self.on_close is not None:
+            self.on_close(code, reason)

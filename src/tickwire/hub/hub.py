@@ -1,0 +1,445 @@
+"""The per-process hub: who wants which channel, and fan-out of encoded frames.
+
+Each publication is encoded once per wire format and the same framed bytes are queued
+on every subscriber of that format; every connection with queued frames is written once
+at the end of the loop iteration (:meth:`Hub.mark_dirty` schedules a single flush).
+No task or coroutine per recipient.
+
+Delivery per channel is gap-checked: a publication whose seq does not follow the last
+one delivered (a lost pub/sub message, an engine reconnect) makes the hub read the
+missing publications from history before going on; when history no longer reaches back
+or the epoch changed, every subscriber gets a ``reset`` (and a snapshot for state
+channels) — never a silent gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from tickwire.engine.base import Engine
+from tickwire.hub.connection import CLOSE_SHUTDOWN, CLOSE_SLOW, Connection, Transport
+from tickwire.hub.frames import text_frame
+from tickwire.hub.wire import WireFormat
+from tickwire.model.publication import Position, Publication, Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters read by the metrics endpoint."""
+
+    publications: int = 0
+    frames_out: int = 0
+    bytes_out: int = 0
+    writes: int = 0
+    slow_disconnects: int = 0
+    replays: int = 0
+    replayed_publications: int = 0
+    recoveries_failed: int = 0
+    resets: int = 0
+    gaps_recovered: int = 0
+
+
+@dataclass(slots=True)
+class _ChannelState:
+    name: str
+    stateful: bool
+    ready: asyncio.Future[None]
+    position: Position | None = None
+    #: live subscribers grouped by wire format
+    groups: dict[WireFormat, dict[Connection, None]] = field(default_factory=dict)
+    #: subscribers being brought up to date: live publications buffered for each
+    pending: dict[Connection, list[Publication]] = field(default_factory=dict)
+    #: publications that arrived before the channel's position was known
+    early: list[Publication] = field(default_factory=list)
+    #: set while the channel recovers a gap; publications wait here
+    gap_buffer: list[Publication] | None = None
+
+    def subscriber_count(self) -> int:
+        return sum(len(c) for c in self.groups.values()) + len(self.pending)
+
+
+@dataclass(frozen=True, slots=True)
+class Catchup:
+    """What a subscriber must be sent before it goes live (see :meth:`Hub.subscribe`)."""
+
+    channel: str
+    position: Position
+    recovered: bool | None
+    snapshot: Snapshot | None
+    replay: list[Publication]
+
+
+class Hub:
+    """Fan-out for one process."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_recover: int = 10_000,
+        drain_timeout: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.max_recover = max_recover
+        self.drain_timeout = drain_timeout
+        self.stats = HubStats()
+        self.connections: set[Connection] = set()
+        self._channels: dict[str, _ChannelState] = {}
+        self._dirty: list[Connection] = []
+        self._flush_scheduled = False
+        self._membership = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- connections ------------------------------------------------------------------
+
+    def connect(
+        self,
+        transport: Transport,
+        fmt: WireFormat,
+        cap: int,
+        on_close: Callable[[int, str], None] | None = None,
+    ) -> Connection:
+        """Register a client connection writing ``fmt`` frames to ``transport``."""
+        conn = Connection(self, transport, fmt, cap, on_close)
+        self.connections.add(conn)
+        return conn
+
+    def disconnect(self, conn: Connection) -> None:
+        """The client went away: forget it (no close frame is sent)."""
+        conn.closed = True
+        conn.queue.clear()
+        self.detach(conn, 0)
+
+    def detach(self, conn: Connection, code: int) -> None:
+        """Remove ``conn`` from every channel (called by :meth:`Connection.close`)."""
+        if code == CLOSE_SLOW:
+            self.stats.slow_disconnects += 1
+        self.connections.discard(conn)
+        for name in list(conn.channels):
+            self._remove(conn, name)
+        conn.channels.clear()
+
+    def abort_later(self, transport: Transport) -> None:
+        """Abort ``transport`` if its close has not completed within the drain timeout."""
+        loop = self._loop or asyncio.get_running_loop()
+        loop.call_later(self.drain_timeout, _abort_if_open, transport)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def mark_dirty(self, conn: Connection) -> None:
+        """``conn`` has frames queued: flush it at the end of this loop iteration."""
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every dirty connection's queued frames, one write each."""
+        self._flush_scheduled = False
+        dirty = self._dirty
+        self._dirty = []
+        written = 0
+        writes = 0
+        for conn in dirty:
+            n = conn.flush()
+            if n:
+                written += n
+                writes += 1
+        self.stats.bytes_out += written
+        self.stats.writes += writes
+
+    def send(self, conn: Connection, payload: bytes) -> None:
+        """Queue one dialect message (a reply, an error) for one connection."""
+        frame = text_frame(payload)
+        self.stats.frames_out += 1
+        conn.push(frame)
+
+    def broadcast(self, payload: bytes, fmt: WireFormat | None = None) -> int:
+        """Queue the same message on every connection (of ``fmt`` if given)."""
+        frame = text_frame(payload)
+        n = 0
+        for conn in list(self.connections):
+            if fmt is None or conn.fmt is fmt:
+                conn.push(frame)
+                n += 1
+        self.stats.frames_out += n
+        return n
+
+    # -- engine handler -------------------------------------------------------------------
+
+    def on_publication(self, pub: Publication) -> None:
+        """From the engine: deliver in seq order, recovering any gap first."""
+        st = self._channels.get(pub.channel)
+        if st is None:
+            return
+        pos = st.position
+        if pos is None:
+            st.early.append(pub)
+            return
+        if st.gap_buffer is not None:
+            st.gap_buffer.append(pub)
+            return
+        if pub.epoch == pos.epoch:
+            if pub.seq == pos.seq + 1:
+                self._deliver(st, pub)
+                return
+            if pub.seq <= pos.seq:
+                return  # already delivered
+        self._start_gap_recovery(st, pub)
+
+    def on_resync(self) -> None:
+        """From the engine: delivery may have been interrupted; check every channel."""
+        for st in list(self._channels.values()):
+            if st.position is not None and st.gap_buffer is None:
+                st.gap_buffer = []
+                self._spawn(self._recover_gap(st))
+
+    def _deliver(self, st: _ChannelState, pub: Publication) -> None:
+        st.position = Position(pub.epoch, pub.seq)
+        stats = self.stats
+        stats.publications += 1
+        # copies: a push over its cap closes that connection, which leaves the group
+        for fmt, conns in tuple(st.groups.items()):
+            frame = text_frame(fmt.pub(pub))
+            for conn in tuple(conns):
+                conn.push(frame)
+            stats.frames_out += len(conns)
+        for buffered in st.pending.values():
+            buffered.append(pub)
+
+    def _start_gap_recovery(self, st: _ChannelState, pub: Publication) -> None:
+        st.gap_buffer = [pub]
+        self._spawn(self._recover_gap(st))
+
+    async def _recover_gap(self, st: _ChannelState) -> None:
+        assert st.position is not None
+        try:
+            res = await self.engine.history(st.name, st.position, limit=self.max_recover)
+        except Exception:
+            log.exception("gap recovery on %s failed; resetting its subscribers", st.name)
+            res = None
+        if self._channels.get(st.name) is not st:
+            return
+        buffered = st.gap_buffer or []
+        st.gap_buffer = None
+        if res is not None and res.recovered:
+            if res.publications:
+                self.stats.gaps_recovered += 1
+            for pub in res.publications:
+                if pub.seq == st.position.seq + 1:
+                    self._deliver(st, pub)
+            for pub in buffered:
+                self.on_publication(pub)
+            return
+        await self._reset(st)
+
+    async def _reset(self, st: _ChannelState) -> None:
+        """History cannot fill the gap: restart every subscriber from the current state."""
+        self.stats.resets += 1
+        conns = [c for group in st.groups.values() for c in group]
+        st.groups.clear()
+        for conn in conns:
+            st.pending[conn] = []
+        st.gap_buffer = []
+        try:
+            catchup = await self._catchup(st, None)
+        except Exception:
+            log.exception("reset of %s failed; closing its subscribers", st.name)
+            for conn in conns:
+                conn.close(CLOSE_SHUTDOWN, "channel unavailable")
+            st.gap_buffer = None
+            return
+        st.position = catchup.position
+        buffered, st.gap_buffer = st.gap_buffer, None
+        for conn in conns:
+            if conn in st.pending:
+                conn.push(text_frame(conn.fmt.reset(st.name, catchup.position)))
+                self.go_live(conn, catchup)
+        for pub in buffered:
+            self.on_publication(pub)
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    async def subscribe(
+        self, conn: Connection, channel: str, stateful: bool, since: Position | None
+    ) -> Catchup:
+        """Start subscribing ``conn`` to ``channel``.
+
+        Live publications are buffered for ``conn`` from now on. The returned
+        :class:`Catchup` says where the client's stream starts; the caller sends its
+        reply, then calls :meth:`go_live` (without awaiting in between), which sends the
+        snapshot or replay and the buffered publications, and makes ``conn`` live.
+        """
+        st = self._channels.get(channel)
+        if st is None:
+            st = await self._open_channel(channel, stateful)
+        else:
+            await st.ready
+        if conn.closed:
+            raise ConnectionError("connection closed")
+        self._unlive(st, conn)
+        st.pending[conn] = []
+        conn.channels.add(channel)
+        try:
+            catchup = await self._catchup(st, since)
+        except BaseException:
+            self.unsubscribe(conn, channel)
+            raise
+        if since is not None:
+            if catchup.recovered:
+                self.stats.replays += 1
+                self.stats.replayed_publications += len(catchup.replay)
+            else:
+                self.stats.recoveries_failed += 1
+        return catchup
+
+    async def _catchup(self, st: _ChannelState, since: Position | None) -> Catchup:
+        engine = self.engine
+        if since is not None:
+            res = await engine.history(st.name, since, limit=self.max_recover)
+            if res.recovered:
+                return Catchup(st.name, res.position, True, None, res.publications)
+            if not st.stateful:
+                return Catchup(st.name, res.position, False, None, [])
+        if st.stateful:
+            snap = await engine.snapshot(st.name)
+            if snap is not None:
+                res = await engine.history(st.name, Position(snap.epoch, snap.seq))
+                replay = res.publications if res.recovered else []
+                recovered = None if since is None else False
+                return Catchup(st.name, res.position, recovered, snap, replay)
+        position = await engine.position(st.name)
+        return Catchup(st.name, position, None if since is None else False, None, [])
+
+    def go_live(self, conn: Connection, catchup: Catchup) -> None:
+        """Send ``catchup``'s snapshot and replay, then what was buffered, and make
+        ``conn`` a live subscriber. Synchronous: nothing can slip in between."""
+        st = self._channels.get(catchup.channel)
+        if st is None or conn.closed:
+            return
+        buffered = st.pending.pop(conn, None)
+        if buffered is None:
+            return
+        fmt = conn.fmt
+        last = -1
+        if catchup.snapshot is not None:
+            conn.push(text_frame(fmt.snapshot(catchup.snapshot)))
+            last = catchup.snapshot.seq
+        for pub in catchup.replay:
+            if pub.seq > last:
+                conn.push(text_frame(fmt.pub(pub)))
+                last = pub.seq
+        if last < 0:
+            last = catchup.position.seq
+        epoch = catchup.position.epoch
+        for pub in buffered:
+            if pub.epoch == epoch and pub.seq > last:
+                conn.push(text_frame(fmt.pub(pub)))
+                last = pub.seq
+        if conn.closed:
+            return
+        group = st.groups.get(fmt)
+        if group is None:
+            group = st.groups[fmt] = {}
+        group[conn] = None
+
+    def unsubscribe(self, conn: Connection, channel: str) -> bool:
+        """Stop sending ``channel`` to ``conn``; False if it was not subscribed."""
+        if channel not in conn.channels:
+            return False
+        conn.channels.discard(channel)
+        self._remove(conn, channel)
+        return True
+
+    def _unlive(self, st: _ChannelState, conn: Connection) -> None:
+        group = st.groups.get(conn.fmt)
+        if group is not None:
+            group.pop(conn, None)
+            if not group:
+                del st.groups[conn.fmt]
+
+    def _remove(self, conn: Connection, channel: str) -> None:
+        st = self._channels.get(channel)
+        if st is None:
+            return
+        self._unlive(st, conn)
+        st.pending.pop(conn, None)
+        if st.subscriber_count() == 0 and st.ready.done():
+            del self._channels[channel]
+            self._spawn(self._engine_membership(self.engine.unsubscribe, channel))
+
+    async def _open_channel(self, channel: str, stateful: bool) -> _ChannelState:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        st = _ChannelState(channel, stateful, loop.create_future())
+        self._channels[channel] = st
+        try:
+            await self._engine_membership(self.engine.subscribe, channel, raise_errors=True)
+            position = await self.engine.position(channel)
+        except BaseException as exc:
+            if self._channels.get(channel) is st:
+                del self._channels[channel]
+            st.ready.set_exception(exc)
+            st.ready.exception()  # retrieved: waiters re-raise it themselves
+            raise
+        st.position = position
+        early, st.early = st.early, []
+        st.ready.set_result(None)
+        for pub in early:
+            self.on_publication(pub)
+        return st
+
+    async def _engine_membership(
+        self,
+        op: Callable[[list[str]], Awaitable[None]],
+        channel: str,
+        raise_errors: bool = False,
+    ) -> None:
+        async with self._membership:
+            try:
+                await op([channel])
+            except Exception:
+                if raise_errors:
+                    raise
+                log.exception("engine membership change for %s failed", channel)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- introspection --------------------------------------------------------------------
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    def subscription_count(self) -> int:
+        return sum(len(c.channels) for c in self.connections)
+
+    def channel_position(self, channel: str) -> Position | None:
+        st = self._channels.get(channel)
+        return None if st is None else st.position
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except BaseException:
+                pass
+
+
+def _abort_if_open(transport: Transport) -> None:
+    if transport.is_closing():
+        transport.abort()

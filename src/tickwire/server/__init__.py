@@ -1,0 +1,1 @@
+"""The server: the aiohttp shell that wires every layer together."""

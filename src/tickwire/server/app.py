@@ -1,0 +1,119 @@
+"""The aiohttp application: routes, lifecycle, graceful drain. The only place that wires."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from tickwire.server import metrics
+from tickwire.server.config import Config
+from tickwire.server.node import NODE_KEY, Node
+from tickwire.server.ws_native import native_handler
+
+log = logging.getLogger(__name__)
+
+METRICS_KEY: web.AppKey[CollectorRegistry] = web.AppKey("metrics", CollectorRegistry)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    node: Node = request.app[NODE_KEY]
+    if node.started and not node.draining:
+        return web.json_response({"status": "ready"})
+    state = "draining" if node.draining else "starting"
+    return web.json_response({"status": state}, status=503)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = metrics.render(request.app[METRICS_KEY])
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+async def index(request: web.Request) -> web.Response:
+    page = resources.files("tickwire.server").joinpath("static/index.html").read_bytes()
+    return web.Response(body=page, content_type="text/html")
+
+
+def build_app(config: Config, node: Node | None = None) -> web.Application:
+    """The whole gateway as an aiohttp application (started and stopped with it)."""
+    node = node or Node(config)
+    app = web.Application(client_max_size=max(config.max_frame_hard_bytes, 1 << 20))
+    app[NODE_KEY] = node
+    app[METRICS_KEY] = metrics.make_registry(node)
+    app.router.add_get("/", index)
+    app.router.add_get("/ws", native_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await node.start()
+        yield
+        await node.stop()
+
+    async def on_shutdown(app: web.Application) -> None:
+        n = await node.drain()
+        if n:
+            log.info("drained %d connections (close 3001: reconnect elsewhere)", n)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def install_uvloop() -> bool:
+    """Use uvloop's event loop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def urls(config: Config, port: int) -> list[tuple[str, str]]:
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    base = f"{host}:{port}"
+    return [
+        ("live demo page", f"http://{base}/"),
+        ("native WebSocket", f"ws://{base}/ws"),
+        ("metrics", f"http://{base}/metrics"),
+        ("health", f"http://{base}/healthz"),
+    ]
+
+
+def serve(config: Config) -> None:
+    """Run a node until SIGINT/SIGTERM; on either, drain clients (close 3001) and exit."""
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    install_uvloop()
+
+    async def main() -> None:
+        app = build_app(config)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.drain_timeout)
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        await site.start()
+        port = int(runner.addresses[0][1]) if runner.addresses else config.port
+        lines = [f"tickwire listening on {config.host}:{port} (engine: {config.engine})"]
+        lines += [f"  {name:<17} {url}" for name, url in urls(config, port)]
+        print("\n".join(lines), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down: draining clients")
+        await runner.cleanup()
+
+    asyncio.run(main())

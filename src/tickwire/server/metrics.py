@@ -1,0 +1,63 @@
+"""Prometheus metrics, read from the hub's counters at scrape time (nothing on the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tickwire.server.node import Node
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class NodeCollector(Collector):
+    """Exposes a node's hub and engine figures."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self.node.hub
+        s = hub.stats
+        yield GaugeMetricFamily(
+            "tickwire_connections", "Open client connections.", value=len(hub.connections)
+        )
+        yield GaugeMetricFamily(
+            "tickwire_subscriptions",
+            "Channel subscriptions held by open connections.",
+            value=hub.subscription_count(),
+        )
+        yield GaugeMetricFamily(
+            "tickwire_channels", "Channels with subscribers on this node.", value=hub.channel_count
+        )
+        counters = [
+            ("publications", "Publications delivered to this node's hub.", s.publications),
+            ("frames_out", "WebSocket frames queued to clients.", s.frames_out),
+            ("bytes_out", "Bytes written to client sockets.", s.bytes_out),
+            ("writes", "Socket writes (coalesced frames) to clients.", s.writes),
+            ("slow_disconnects", "Clients cut for exceeding their queue cap.", s.slow_disconnects),
+            ("replays", "Resubscriptions recovered from history.", s.replays),
+            (
+                "replayed_publications",
+                "Publications replayed from history.",
+                s.replayed_publications,
+            ),
+            ("recoveries_failed", "Resubscriptions history could not serve.", s.recoveries_failed),
+            ("resets", "Channel streams reset after lost history.", s.resets),
+            ("gaps_recovered", "Delivery gaps filled from history.", s.gaps_recovered),
+        ]
+        for name, doc, value in counters:
+            yield CounterMetricFamily(f"tickwire_{name}", doc, value=value)
+
+
+def make_registry(node: Node) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

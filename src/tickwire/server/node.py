@@ -1,0 +1,112 @@
+"""A running tickwire node: config, engine, hub and the background duties that join them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from tickwire.auth import Principal
+from tickwire.engine import Engine, HistorySettings, MemoryEngine
+from tickwire.hub import CLOSE_SHUTDOWN, Hub
+from tickwire.model.channels import Channel
+from tickwire.model.publication import now_ms
+from tickwire.server.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+TokenVerifier = Callable[[str], Awaitable[Principal]]
+
+
+def make_engine(config: Config) -> Engine:
+    """The engine named by ``config.engine``."""
+    settings = HistorySettings(size=config.history_size, ttl=config.history_ttl)
+    url = config.engine
+    if url == "memory":
+        return MemoryEngine(settings)
+    if url.split("://", 1)[0] in {"redis", "rediss", "redis+sentinel", "sentinel", "unix"}:
+        try:
+            from tickwire.engine.redis import RedisEngine  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:  # pragma: no cover - until the Redis engine exists
+            raise ConfigError(f"engine {url!r}: the Redis engine is not available") from exc
+        engine: Engine = RedisEngine(url, settings)
+        return engine
+    raise ConfigError(f"config field 'engine': expected 'memory' or a redis:// URL, got {url!r}")
+
+
+class Node:
+    """Everything one gateway process runs. The server package is the only place that
+    builds one; dialect shells reach the core through it."""
+
+    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine = engine or make_engine(config)
+        self.hub = Hub(
+            self.engine, max_recover=config.max_recover, drain_timeout=config.drain_timeout
+        )
+        self.markets: set[str] = set(config.markets)
+        self.tickers: set[str] = set(config.tickers)
+        #: Verifies a native token into a principal; set by the auth layer when configured.
+        self.verify_token: TokenVerifier | None = None
+        self.draining = False
+        self.started = False
+        self._tasks: list[asyncio.Task[None]] = []
+        #: Coroutines started with the node and cancelled when it stops (demo, ingest).
+        self.background: list[Callable[[], Awaitable[None]]] = []
+
+    def channel_exists(self, channel: Channel) -> bool:
+        """Whether a public channel names a market or ticker this node serves."""
+        if channel.kind == "sentiment":
+            return channel.symbol in self.tickers
+        return channel.symbol in self.markets
+
+    async def start(self) -> None:
+        await self.engine.start(self.hub)
+        self._tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
+        for factory in self.background:
+            self._tasks.append(asyncio.create_task(_logged(factory), name="background"))
+        self.started = True
+
+    async def drain(self) -> int:
+        """Tell every client to reconnect elsewhere (close 3001); returns how many."""
+        self.draining = True
+        conns = list(self.hub.connections)
+        for conn in conns:
+            conn.close(CLOSE_SHUTDOWN)
+        self.hub.flush()
+        return len(conns)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except BaseException:
+                pass
+        self._tasks.clear()
+        await self.hub.close()
+        await self.engine.close()
+        self.started = False
+
+    async def _heartbeats(self) -> None:
+        from tickwire.dialects.native import NATIVE, render_heartbeat
+
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            self.hub.broadcast(render_heartbeat(now_ms()), NATIVE)
+
+
+async def _logged(factory: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await factory()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background task failed")
+
+
+#: Where the application keeps its node.
+NODE_KEY: web.AppKey[Node] = web.AppKey("node", Node)

@@ -1,0 +1,69 @@
+"""A raw WebSocket client over a plain socket, for tests that must control reading."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+
+def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A masked client frame (RFC 6455 5.3)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes((0x80 | opcode,))
+    if n < 126:
+        head += bytes((0x80 | n,))
+    elif n < 65536:
+        head += struct.pack("!BH", 0x80 | 126, n)
+    else:
+        head += struct.pack("!BQ", 0x80 | 127, n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+class RawClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, path: str = "/ws", rcvbuf: int | None = None) -> RawClient:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        status = await reader.readuntil(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 101"), status
+        return cls(reader, writer)
+
+    def send(self, msg: Any) -> None:
+        self.writer.write(client_frame(json.dumps(msg).encode()))
+
+    async def read_frame(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next frame from the server (never masked)."""
+        b0, b1 = await self.reader.readexactly(2)
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack("!H", await self.reader.readexactly(2))
+        elif n == 127:
+            (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
+        return b0 & 0x0F, await self.reader.readexactly(n)
+
+    def sockname(self) -> tuple[str, int]:
+        name: tuple[str, int] = self.writer.get_extra_info("sockname")
+        return name
