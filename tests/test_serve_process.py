@@ -1,0 +1,49 @@
+"""``tickwire serve`` as a real process: it prints its URLs, serves, and on SIGTERM tells
+clients to reconnect elsewhere (close 3001) before exiting."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+
+import aiohttp
+
+
+async def test_sigterm_drains_clients_then_exits() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tickwire",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        async with asyncio.timeout(20):
+            while not any("metrics" in line for line in lines):
+                lines.append((await proc.stdout.readline()).decode())
+        ws_url = next(re.search(r"ws://\S+", line) for line in lines if "ws://" in line)
+        assert ws_url is not None
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(ws_url.group(0))
+            await ws.send_json({"id": 1, "op": "subscribe", "channels": ["trades:BTC-USD"]})
+            reply = await ws.receive_json(timeout=5)
+            assert reply["type"] == "subscribed"
+            proc.send_signal(signal.SIGTERM)
+            msg = await ws.receive(timeout=10)
+            assert msg.type == aiohttp.WSMsgType.CLOSE
+            assert (msg.data, msg.extra) == (3001, "shutdown")
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
