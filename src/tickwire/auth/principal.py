@@ -31,15 +31,21 @@ PUBLIC_ONLY = Entitlements(private=False)
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated (or anonymous) party. ``expires_at`` is UNIX seconds or None."""
+    """An authenticated (or anonymous) party. ``expires_at`` is UNIX seconds or None.
+
+    ``key_name`` names the API key the credential came from (None for tokens of an external
+    identity provider); ``role`` is the provider's role claim, when it has one.
+    """
 
     user_id: str | None
     entitlements: Entitlements = field(default_factory=Entitlements)
     expires_at: float | None = None
     key_name: str | None = None
+    role: str | None = None
 
     @property
     def anonymous(self) -> bool:
+        """True for the unauthenticated principal."""
         return self.user_id is None
 
 

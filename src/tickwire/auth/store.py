@@ -1,0 +1,20 @@
+"""Choosing a key store from one setting: a file path, or a ``postgresql://`` URL."""
+
+from __future__ import annotations
+
+from tickwire.auth.keys import KeyStore
+
+
+def open_key_store(location: str) -> KeyStore:
+    """A (not yet opened) key store for ``location``.
+
+    ``postgresql://…`` or ``postgres://…`` (optionally ``?schema=NAME``) → PostgreSQL;
+    anything else is a SQLite file path (``:memory:`` for a throwaway in-memory store).
+    """
+    if location.startswith(("postgresql://", "postgres://")):
+        from tickwire.auth.store_postgres import PostgresKeyStore
+
+        return PostgresKeyStore(location)
+    from tickwire.auth.store_sqlite import SqliteKeyStore
+
+    return SqliteKeyStore(location)
