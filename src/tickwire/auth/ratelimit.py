@@ -1,0 +1,67 @@
+"""Per-client-address rate limiting of credential checks (``POST /jwt``, ``POST /login``).
+
+A token bucket per address. Each attempt takes a token before it is checked, so concurrent
+guesses cannot all slip through; a successful attempt gives its token back, so only failures
+count. The number of addresses tracked is bounded (least recently seen dropped first).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from tickwire.auth import codes
+from tickwire.auth.principal import AuthError
+
+
+class RateLimited(AuthError):
+    """Too many attempts; ``retry_after`` is in seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            codes.RATE_LIMITED, f"too many attempts from this address; retry in {retry_after:.0f} s"
+        )
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    """``burst`` attempts at once, refilled at ``per_minute``, per address."""
+
+    def __init__(
+        self,
+        burst: int,
+        per_minute: float,
+        *,
+        clock: Callable[[], float],
+        max_addresses: int = 100_000,
+    ) -> None:
+        if burst < 1 or per_minute <= 0:
+            raise ValueError("rate limit: burst must be >= 1 and per_minute > 0")
+        self.burst = burst
+        self.rate = per_minute / 60.0
+        self._clock = clock
+        self._max = max_addresses
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _level(self, address: str, now: float) -> float:
+        tokens, at = self._buckets.get(address, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - at) * self.rate)
+
+    def acquire(self, address: str) -> None:
+        """Take one attempt for ``address``, or raise :class:`RateLimited`."""
+        now = self._clock()
+        tokens = self._level(address, now)
+        if tokens < 1.0:
+            self._buckets[address] = (tokens, now)
+            self._buckets.move_to_end(address)
+            raise RateLimited((1.0 - tokens) / self.rate)
+        self._buckets[address] = (tokens - 1.0, now)
+        self._buckets.move_to_end(address)
+        while len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
+
+    def refund(self, address: str) -> None:
+        """Give back the attempt taken by :meth:`acquire` (it succeeded)."""
+        now = self._clock()
+        if address in self._buckets:
+            self._buckets[address] = (min(float(self.burst), self._level(address, now) + 1.0), now)
