@@ -85,6 +85,7 @@ class Client:
 async def run_gateway(**overrides: Any) -> AsyncIterator[Gateway]:
     """A gateway on 127.0.0.1:<ephemeral> with ``overrides`` over the defaults."""
     flags: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "markets": ["BTC-USD", "ETH-USD"]}
+    flags["key_store"] = ":memory:"  # auth: no key file in the working directory
     flags.update(overrides)
     config = load_config(flags, env={})
     app = build_app(config)

@@ -73,7 +73,7 @@ async def test_malformed_frames(raw: str, code: str, fragment: str) -> None:
         ),
         ({"op": "subscribe", "channels": ["user:42:orders"]}, "unauthorized", "private"),
         ({"op": "auth", "token": ""}, "bad_request", "token must be"),
-        ({"op": "auth", "token": "abc"}, "unauthorized", "does not accept tokens"),
+        ({"op": "auth", "token": "abc"}, "malformed_token", "not a JWT"),
     ],
 )
 async def test_bad_requests(msg: dict[str, Any], code: str, fragment: str) -> None:

@@ -17,12 +17,11 @@ from tickwire.auth.keys import (
 )
 from tickwire.auth.principal import ANONYMOUS, AuthError, Entitlements, Principal, authorize
 from tickwire.auth.ratelimit import RateLimited
-from tickwire.auth.settings import ENV_VARS, AuthSettings, SettingsError
+from tickwire.auth.settings import AuthSettings, SettingsError
 from tickwire.auth.store import open_key_store
 
 __all__ = [
     "ANONYMOUS",
-    "ENV_VARS",
     "AuthError",
     "AuthSettings",
     "Authenticator",

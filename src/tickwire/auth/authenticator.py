@@ -90,8 +90,8 @@ class Authenticator:
         self.settings = s = settings or AuthSettings()
         self.store = store
         self._clock = clock
-        if s.secret:
-            master = s.secret.encode("utf-8")
+        if s.auth_secret:
+            master = s.auth_secret.encode("utf-8")
         else:
             master = secrets.token_bytes(32)
             log.warning(
@@ -106,7 +106,7 @@ class Authenticator:
                 load_ed25519_private_key(s.token_private_key) if s.token_private_key else None
             ),
             ttl=s.token_ttl,
-            leeway=s.leeway,
+            leeway=s.auth_leeway,
             clock=clock,
         )
         self.nonces = NonceCache(s.nonce_cache_size, s.nonce_cache_per_key, clock=clock)
@@ -115,7 +115,7 @@ class Authenticator:
             self.nonces,
             max_lifetime=s.coinbase_max_lifetime,
             issuers=s.coinbase_issuers,
-            leeway=s.leeway,
+            leeway=s.auth_leeway,
             clock=clock,
         )
         self.bearer = BearerVerifier.from_settings(
@@ -124,7 +124,7 @@ class Authenticator:
             algorithms=s.bearer_algorithms,
             issuer=s.bearer_issuer,
             audience=s.bearer_audience,
-            leeway=s.leeway,
+            leeway=s.auth_leeway,
             clock=clock,
         )
         self.rate_limiter = RateLimiter(s.auth_rate_burst, s.auth_rate_per_minute, clock=clock)

@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from tickwire.server import metrics
+from tickwire.server.auth_routes import install_auth
 from tickwire.server.config import Config
 from tickwire.server.node import NODE_KEY, Node
 from tickwire.server.ws_native import native_handler
@@ -54,6 +55,7 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
+    node.verify_token = install_auth(app, config).verify_token  # POST /jwt, /login; tokens
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await node.start()

@@ -64,6 +64,49 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Log level.
     log_level: str = "info"
 
+    # --- authentication (tickwire.auth.AuthSettings has the same fields; docs/auth.md) ---
+    #: Key store: a SQLite file path, or ``postgresql://…[?schema=NAME]``.
+    key_store: str = "tickwire-keys.sqlite3"
+    #: Master secret (at least 32 bytes): signs HS256 tokens, derives session keys. Unset:
+    #: a random one per process (tokens end with it, one node only).
+    auth_secret: str | None = None
+    #: Algorithm of tokens issued by ``POST /jwt``: ``HS256`` or ``EdDSA``.
+    token_algorithm: str = "HS256"
+    #: Ed25519 private key (PEM text or file path) for ``EdDSA`` tokens.
+    token_private_key: str | None = None
+    #: Seconds a ``POST /jwt`` token is valid.
+    token_ttl: float = 18_000.0
+    #: Seconds of clock skew tolerated on token times.
+    auth_leeway: float = 5.0
+    #: Longest lifetime (exp - nbf, seconds) of a client-signed Coinbase JWT.
+    coinbase_max_lifetime: float = 120.0
+    #: Accepted ``iss`` of Coinbase JWTs.
+    coinbase_issuers: list[str] = msgspec.field(default_factory=lambda: ["cdp", "coinbase-cloud"])
+    #: Seconds an InstaMrkt session key (``POST /login``) is valid.
+    session_ttl: float = 86_400.0
+    #: Seconds a timestamp nonce of ``?id=&n=&h=`` may differ from now.
+    digest_nonce_window: float = 300.0
+    #: Used nonces remembered at most, in all and per key or user.
+    nonce_cache_size: int = 100_000
+    nonce_cache_per_key: int = 1_000
+    #: ``POST /jwt`` and ``POST /login``: failed attempts per client address (burst, per minute).
+    auth_rate_burst: int = 10
+    auth_rate_per_minute: float = 10.0
+    #: Seconds a native connection may still ``refresh`` after its token expired.
+    token_expiry_grace: float = 10.0
+    #: Identity provider's public key (PEM, base64 PEM as Peatio's JWT_PUBLIC_KEY, or a path).
+    bearer_public_key: str | None = None
+    #: Identity provider's JWKS file (path).
+    bearer_jwks: str | None = None
+    #: Algorithms accepted from the identity provider.
+    bearer_algorithms: list[str] = msgspec.field(
+        default_factory=lambda: ["RS256", "ES256", "EdDSA"]
+    )
+    #: Required ``iss`` of identity-provider tokens (unset: not checked).
+    bearer_issuer: str | None = None
+    #: Required ``aud`` of identity-provider tokens (unset: not checked).
+    bearer_audience: str | None = None
+
     def __post_init__(self) -> None:
         checks = [
             ("port", 0 <= self.port <= 65535),
@@ -78,6 +121,16 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("heartbeat_interval", self.heartbeat_interval > 0),
             ("drain_timeout", self.drain_timeout >= 0),
             ("demo_rate", self.demo_rate > 0),
+            ("token_ttl", self.token_ttl > 0),
+            ("auth_leeway", self.auth_leeway >= 0),
+            ("coinbase_max_lifetime", self.coinbase_max_lifetime > 0),
+            ("session_ttl", self.session_ttl > 0),
+            ("digest_nonce_window", self.digest_nonce_window > 0),
+            ("nonce_cache_size", self.nonce_cache_size >= 1),
+            ("nonce_cache_per_key", self.nonce_cache_per_key >= 1),
+            ("auth_rate_burst", self.auth_rate_burst >= 1),
+            ("auth_rate_per_minute", self.auth_rate_per_minute > 0),
+            ("token_expiry_grace", self.token_expiry_grace >= 0),
         ]
         for name, ok in checks:
             if not ok:
@@ -99,7 +152,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         key = ENV_PREFIX + field.upper()
         if key in env:
             out[field] = env[key]
-    for field in ("markets", "tickers"):
+    for field in ("markets", "tickers", "coinbase_issuers", "bearer_algorithms"):
         if isinstance(out.get(field), str):
             out[field] = [s.strip() for s in out[field].split(",") if s.strip()]
     return out

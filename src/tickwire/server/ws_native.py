@@ -77,12 +77,24 @@ class NativeConnection:
         self.expiry = asyncio.get_running_loop().call_later(delay, self.expired)
 
     def expired(self) -> None:
+        # auth (issue 3): tell the client, then close 3005 unless a refresh lands within
+        # the grace period (authenticate() -> schedule_expiry() cancels this timer)
+        grace = self.node.config.token_expiry_grace
         self.send(
             native.render_error(
-                ProtocolError("token_expired", "token expired: reconnect with a new token")
+                ProtocolError(
+                    "token_expired",
+                    f"token expired: send refresh with a new token within {grace:g} s, "
+                    "or reconnect with one",
+                )
             )
         )
-        self.conn.close(CLOSE_TOKEN_EXPIRED)
+        if grace <= 0:
+            self.conn.close(CLOSE_TOKEN_EXPIRED)
+            return
+        self.expiry = asyncio.get_running_loop().call_later(
+            grace, self.conn.close, CLOSE_TOKEN_EXPIRED
+        )
 
     async def handle(self, data: str) -> None:
         limit = self.node.config.max_frame_bytes

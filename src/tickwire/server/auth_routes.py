@@ -1,0 +1,182 @@
+"""HTTP routes that hand out credentials, and the wiring of the auth layer into the app.
+
+- ``POST /jwt`` (Market Prophit): HTTP Basic with the API secret as user name and an empty
+  password → ``{"token": "…"}``.
+- ``POST /login`` (InstaMrkt): ``{"id", "password"}`` or ``{"secret"}`` (JSON or form)
+  → ``{"id", "session_key", "expires_at"}``.
+
+Errors have Market Prophit's REST shape, with our stable code added:
+``{"error": {"type": "invalid_request_error", "code": "unauthorized", "message": "…"}}``.
+Both routes are rate limited per client address (failures count; 429 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from tickwire.auth import (
+    Authenticator,
+    AuthError,
+    AuthSettings,
+    SettingsError,
+    codes,
+    open_key_store,
+)
+from tickwire.auth.ratelimit import RateLimited
+from tickwire.server.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Where the application keeps its authenticator.
+AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
+MAX_LOGIN_BODY = 4096
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def error_response(
+    code: str, message: str, *, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A Market Prophit-shaped error with the status that fits ``code``."""
+    status = codes.http_status(code)
+    kind = "api_error" if status >= 500 else "invalid_request_error"
+    return web.json_response(
+        {"error": {"type": kind, "code": code, "message": message}},
+        status=status,
+        headers={**_NO_STORE, **(headers or {})},
+    )
+
+
+def _refusal(exc: AuthError) -> web.Response:
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    elif codes.http_status(exc.code) == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="tickwire"'
+    return error_response(exc.code, exc.message, headers=headers)
+
+
+def _client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def _basic_user(request: web.Request) -> str:
+    """The user name of an HTTP Basic header whose password is empty."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        raise AuthError(
+            codes.UNAUTHORIZED,
+            "Authorization: expected HTTP Basic with the secret key as user name",
+        )
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise AuthError(codes.UNAUTHORIZED, "Authorization: not valid base64") from exc
+    user, sep, password = decoded.partition(":")
+    if not sep or password:
+        raise AuthError(
+            codes.UNAUTHORIZED, "Authorization: user name is the secret key, password is empty"
+        )
+    return user
+
+
+async def _login_fields(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_LOGIN_BODY:
+        raise AuthError(codes.BAD_REQUEST, f"body: larger than {MAX_LOGIN_BODY} bytes")
+    raw = await request.content.read(MAX_LOGIN_BODY + 1)
+    if len(raw) > MAX_LOGIN_BODY:
+        raise AuthError(codes.BAD_REQUEST, f"body: larger than {MAX_LOGIN_BODY} bytes")
+    if request.content_type == "application/x-www-form-urlencoded":
+        from urllib.parse import parse_qsl
+
+        try:
+            return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError as exc:
+            raise AuthError(codes.BAD_REQUEST, "body: not UTF-8") from exc
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AuthError(
+            codes.BAD_REQUEST, "body: expected a JSON object {id, password} or {secret}"
+        ) from exc
+    if not isinstance(body, dict):
+        raise AuthError(
+            codes.BAD_REQUEST, "body: expected a JSON object {id, password} or {secret}"
+        )
+    return body
+
+
+def add_auth_routes(app: web.Application, auth: Authenticator) -> None:
+    """Add ``POST /jwt`` and ``POST /login`` to ``app``, served by ``auth``."""
+
+    async def post_jwt(request: web.Request) -> web.Response:
+        address = _client_address(request)
+        try:
+            auth.rate_limiter.acquire(address)
+            token = await auth.exchange_secret(_basic_user(request))
+        except AuthError as exc:
+            return _refusal(exc)
+        auth.rate_limiter.refund(address)
+        return web.json_response({"token": token}, headers=_NO_STORE)
+
+    async def post_login(request: web.Request) -> web.Response:
+        address = _client_address(request)
+        try:
+            auth.rate_limiter.acquire(address)
+            fields = await _login_fields(request)
+            if fields.get("secret") is not None:
+                result = await auth.login(secret=fields.get("secret"))
+            else:
+                result = await auth.login(user_id=fields.get("id"), password=fields.get("password"))
+        except AuthError as exc:
+            return _refusal(exc)
+        auth.rate_limiter.refund(address)
+        return web.json_response(
+            {
+                "id": result.user_id,
+                "session_key": result.session_key,
+                "expires_at": result.expires_at,
+            },
+            headers=_NO_STORE,
+        )
+
+    app.router.add_post("/jwt", post_jwt)
+    app.router.add_post("/login", post_login)
+
+
+def auth_settings(config: Config) -> AuthSettings:
+    """The auth layer's settings from the server configuration (same field names)."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(AuthSettings):
+        value = getattr(config, f.name)
+        values[f.name] = tuple(value) if isinstance(value, list) else value
+    return AuthSettings(**values)
+
+
+def install_auth(app: web.Application, config: Config) -> Authenticator:
+    """Build the authenticator for ``config``, add its routes, open and close its key store
+    with the app, and return it (the caller hands ``verify_token`` to the native dialect)."""
+    settings = auth_settings(config)
+    try:
+        auth = Authenticator(open_key_store(settings.key_store), settings)
+    except (SettingsError, OSError, ValueError) as exc:
+        raise ConfigError(f"auth configuration: {exc}") from None
+    app[AUTH_KEY] = auth
+    add_auth_routes(app, auth)
+
+    async def store_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await auth.store.open()
+        yield
+        await auth.close()
+
+    app.cleanup_ctx.append(store_lifecycle)
+    return auth
