@@ -4,6 +4,7 @@ clients to reconnect elsewhere (close 3001) before exiting."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import sys
@@ -23,6 +24,7 @@ async def test_sigterm_drains_clients_then_exits() -> None:
         "0",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "TICKWIRE_KEY_STORE": ":memory:"},  # no key file in the cwd
     )
     try:
         assert proc.stdout is not None
