@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 #: Subcommand modules: each exposes ``add_parser(subparsers)`` that sets ``func``.
-SUBCOMMANDS: list[str] = []
+SUBCOMMANDS: list[str] = ["tickwire.client.keys_cli"]
 
 
 def _serve_parser(sub: Any) -> None:
