@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tickwire.auth import Authenticator, Entitlements, KeyKind, create_key
 from tickwire.hub import CLOSE_TOKEN_EXPIRED, CLOSE_UNAUTHORIZED
 from tickwire.server.auth_routes import AUTH_KEY, redact_credentials
 
-from .authkit import SECRET, claims_of, digest
+from .authkit import SECRET, claims_of, digest, forge_hmac, public_pem
 from .harness import Client, Gateway, run_gateway
 
 
@@ -280,3 +283,30 @@ def test_credential_query_parameters_are_redacted() -> None:
         'GET /?id=42&n=1700000000000&h=<redacted> HTTP/1.1" 101 "-" GET /ws?token=<redacted>&v=2'
     )
     assert redact_credentials("GET /ws?height=3") == "GET /ws?height=3"
+
+
+async def test_identity_provider_token_reads_its_users_private_channel() -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = base64.b64encode(public_pem(rsa_key).encode()).decode()  # as Peatio's JWT_PUBLIC_KEY
+    async with gateway(bearer_public_key=pem, bearer_issuer="barong", bearer_audience="peatio") as (
+        gw,
+        _,
+    ):
+        now = int(time.time())
+        claims = {"uid": "ID873B710D88", "role": "member", "sub": "session", "iss": "barong"}
+        claims |= {"aud": ["peatio", "barong"], "iat": now, "exp": now + 3600, "jti": "j1"}
+        token = jwt.encode(claims, rsa_key, algorithm="RS256")
+        c = await gw.connect(f"?token={token}")
+        assert (await c.recv_type("authenticated"))["user"] == "ID873B710D88"
+        assert (await c.subscribe("user:ID873B710D88:trades"))["type"] == "subscribed"
+        denied = await c.subscribe("user:ID000000001:trades")
+        assert denied["code"] == "forbidden"
+        await gw.publish("user:ID873B710D88:trades", {"id": 7})
+        assert (await c.recv_type("pub"))["data"] == {"id": 7}
+        # the same claims signed HS256 with the public key as secret: refused, close 3500
+        forged = forge_hmac({"alg": "HS256", "typ": "JWT"}, claims, public_pem(rsa_key).encode())
+        c2 = await gw.connect(f"?token={forged}")
+        assert (await c2.recv_type("error"))["code"] == "alg_not_allowed"
+        msg = await c2.ws.receive(timeout=5)
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, CLOSE_UNAUTHORIZED)
+        await c.close()

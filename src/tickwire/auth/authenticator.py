@@ -236,7 +236,12 @@ class Authenticator:
         )
 
     async def verify_coinbase_jwt(self, token: object) -> Principal:
-        """The principal of a client-signed (Coinbase-style) JWT."""
+        """The principal of a client-signed (Coinbase-style) JWT.
+
+        ``expires_at`` is the JWT's ``exp`` (at most two minutes away). Coinbase keeps a
+        subscription made with a valid JWT after it expires, so a dialect should check each
+        subscribe's JWT rather than close the connection at ``expires_at``.
+        """
         try:
             return await self.coinbase.verify(token)
         except AuthError as exc:
