@@ -76,3 +76,10 @@ def test_every_field_is_documented() -> None:
     text = DOCS.read_text()
     missing = [f for f in Config.__struct_fields__ if f"`{f}`" not in text]
     assert missing == []
+
+
+def test_repr_hides_secrets() -> None:
+    c = load_config({"auth_secret": "s" * 40}, env={})
+    assert "s" * 40 not in repr(c)
+    assert "auth_secret=***" in repr(c)
+    assert "port=8080" in repr(c)

@@ -197,3 +197,12 @@ async def test_many_clients_get_every_publication() -> None:
         # one encoding per publication, however many subscribers
         assert gw.node.hub.stats.publications == 30
         assert gw.node.hub.stats.frames_out == 30 * 5 + 5
+
+
+def test_every_error_code_is_documented() -> None:
+    from pathlib import Path
+
+    from tickwire.dialects.errors import ERROR_CODES
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    assert [c for c in ERROR_CODES if f"`{c}`" not in doc] == []

@@ -107,6 +107,14 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Required ``aud`` of identity-provider tokens (unset: not checked).
     bearer_audience: str | None = None
 
+    def __repr__(self) -> str:
+        """Like the default, with secrets and private keys shown as ``'***'``."""
+        shown = ", ".join(
+            f"{f}={'***' if _secret(f) and getattr(self, f) else repr(getattr(self, f))}"
+            for f in self.__struct_fields__
+        )
+        return f"Config({shown})"
+
     def __post_init__(self) -> None:
         checks = [
             ("port", 0 <= self.port <= 65535),
@@ -138,6 +146,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 FIELDS: tuple[str, ...] = Config.__struct_fields__
+
+
+def _secret(field: str) -> bool:
+    return "secret" in field or "private_key" in field or "token" == field[-5:]
+
+
 ENV_PREFIX = "TICKWIRE_"
 #: Environment names kept from the Peatio seed.
 ENV_ALIASES: dict[str, str] = {"WEBSOCKET_HOST": "host", "WEBSOCKET_PORT": "port"}
