@@ -190,3 +190,18 @@ async def test_slow_consumer_is_cut_at_its_cap_and_others_miss_nothing() -> None
 async def test_client_frame_helper_roundtrip() -> None:
     frame = client_frame(b"hi")
     assert frame[0] == 0x81 and frame[1] == 0x82 and len(frame) == 2 + 4 + 2
+
+
+async def test_a_server_bug_answers_internal_and_the_connection_survives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tickwire.server.session import Session
+
+    def broken(self: Session, channels: Any) -> list[str]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Session, "unsubscribe", broken)
+    async with run_gateway() as gw:
+        c = await gw.connect()
+        await c.send({"id": 3, "op": "unsubscribe", "channels": ["trades:BTC-USD"]})
+        await assert_error(c, "internal", "failed to serve", rid=3)

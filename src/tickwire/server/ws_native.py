@@ -104,11 +104,18 @@ class NativeConnection:
         if not self.limiter.allow():
             self.fail(ProtocolError("rate_limited", "too many requests: slow down"))
             return
+        cmd: native.Command | None = None
         try:
             cmd = native.parse(data)
             await self.execute(cmd)
         except ProtocolError as exc:
             self.fail(exc)
+            return
+        except Exception:
+            # a bug of ours: the client is told, the connection and the process go on
+            log.exception("native request failed")
+            rid = None if cmd is None else cmd.id
+            self.fail(ProtocolError("internal", "the server failed to serve the request", rid))
             return
         self.errors_in_a_row = 0
 
