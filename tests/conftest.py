@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
 
 import pytest
 
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
+from tickwire.engine.redis import RedisEngine
 from tickwire.model import Publication
+
+from .services import REDIS_URL, require
 
 
 class Recorder:
@@ -42,8 +47,43 @@ def _memory(settings: HistorySettings) -> Engine:
     return MemoryEngine(settings)
 
 
-#: Engines the conformance suite runs against: name -> factory. The Redis engine adds itself.
-ENGINE_FACTORIES: dict[str, EngineFactory] = {"memory": _memory}
+class ScratchRedisEngine(RedisEngine):
+    """A Redis engine under a prefix of its own that deletes its keys when closed (tests
+    share one Redis with other agents: never FLUSHDB)."""
+
+    async def close(self) -> None:
+        await delete_prefix(self)
+        await super().close()
+
+
+async def delete_prefix(eng: RedisEngine) -> None:
+    """Delete every key under ``eng``'s prefix (best effort: Redis may be down)."""
+    client = eng._redis
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{eng.prefix}*", count=500)]
+        if keys:
+            await client.unlink(*keys)
+    except Exception:
+        pass
+
+
+def redis_prefix() -> str:
+    """A key prefix no other test (or agent) uses."""
+    return f"twtest:{uuid.uuid4().hex[:12]}:"
+
+
+def require_redis(url: str = REDIS_URL) -> None:
+    parts = urlsplit(url)
+    require("Redis", parts.hostname or "127.0.0.1", parts.port or 6379)
+
+
+def _redis(settings: HistorySettings) -> Engine:
+    require_redis()
+    return ScratchRedisEngine(REDIS_URL, settings, prefix=redis_prefix())
+
+
+#: Engines the conformance suite runs against: name -> factory.
+ENGINE_FACTORIES: dict[str, EngineFactory] = {"memory": _memory, "redis": _redis}
 
 
 @pytest.fixture(params=sorted(ENGINE_FACTORIES))

@@ -1,0 +1,116 @@
+"""The Lua scripts of the Redis engine. Each runs atomically on the Redis server.
+
+Keys of one channel (both carry the channel in a ``{hash tag}``, so they share a Redis
+Cluster slot and one script may touch both):
+
+- ``<prefix>{<channel>}:m`` — a hash: ``e`` epoch, ``s`` last seq, and for state channels
+  ``n`` / ``nt`` / ``nd``: the seq, ts and data of the latest snapshot. Its TTL is the
+  engine's ``meta_ttl`` (long): the epoch and the snapshot outlive the history.
+- ``<prefix>{<channel>}:h`` — a stream, one entry per publication, entry id ``<seq>-0``
+  (so ``XRANGE key <seq> +`` reads from a seq), fields ``t`` (ts, ms) then ``d`` (data).
+  Trimmed to ``size`` entries (exact ``MAXLEN``) and to entries not older than the
+  history TTL; the key itself expires after the history TTL without publications.
+
+The epoch is created by whichever script first finds it missing, from a candidate the
+client generated (Lua's PRNG is deterministic inside Redis). Creating an epoch deletes
+any stream left from an older epoch, so stream ids and seqs always start together.
+
+Pub/sub payload: ``<epoch> <seq> <ts> <data>`` on ``<prefix>:p:<channel>``.
+"""
+
+from __future__ import annotations
+
+# Shared helpers, prepended to every script.
+_COMMON = """
+local function ensure_epoch(meta, stream, candidate, meta_ttl)
+  local epoch = redis.call('HGET', meta, 'e')
+  if epoch then return epoch end
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', candidate, 's', 0)
+  redis.call('EXPIRE', meta, meta_ttl)
+  return candidate
+end
+
+-- Drop the oldest entries while their ts is older than cutoff (same rule as the memory
+-- engine: the trimmed part is a prefix). Amortised O(1): each entry is removed once.
+local function trim_by_age(stream, cutoff)
+  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  if #head == 0 or tonumber(head[1][2][2]) >= cutoff then return end
+  while true do
+    local batch = redis.call('XRANGE', stream, '-', '+', 'COUNT', 128)
+    local n = #batch
+    if n == 0 then return end
+    for i = 1, n do
+      if tonumber(batch[i][2][2]) >= cutoff then
+        redis.call('XTRIM', stream, 'MINID', batch[i][1])
+        return
+      end
+    end
+    local last = batch[n][1]
+    local lseq = string.match(last, '^(%d+)-')
+    redis.call('XTRIM', stream, 'MINID', lseq .. '-1')
+    if n < 128 then return end
+  end
+end
+"""
+
+#: KEYS: meta, stream. ARGV: 1 data, 2 ts, 3 cutoff (ms; older history is trimmed),
+#: 4 history size, 5 history ttl (ms), 6 meta ttl (s), 7 candidate epoch,
+#: 8 pub/sub channel, 9 "1" when a snapshot follows, 10 snapshot.
+#: Returns {epoch, seq}.
+PUBLISH = (
+    _COMMON
+    + """
+local meta, stream = KEYS[1], KEYS[2]
+local meta_ttl = ARGV[6]
+local epoch = ensure_epoch(meta, stream, ARGV[7], meta_ttl)
+local seq = redis.call('HINCRBY', meta, 's', 1)
+local ts = ARGV[2]
+local size = tonumber(ARGV[4])
+if size > 0 then
+  redis.call('XADD', stream, 'MAXLEN', size, seq .. '-0', 't', ts, 'd', ARGV[1])
+  trim_by_age(stream, tonumber(ARGV[3]))
+  redis.call('PEXPIRE', stream, ARGV[5])
+end
+if ARGV[9] == '1' then
+  redis.call('HSET', meta, 'n', seq, 'nt', ts, 'nd', ARGV[10])
+end
+redis.call('EXPIRE', meta, meta_ttl)
+redis.call('PUBLISH', ARGV[8], epoch .. ' ' .. seq .. ' ' .. ts .. ' ' .. ARGV[1])
+return {epoch, seq}
+"""
+)
+
+#: KEYS: meta, stream. ARGV: 1 candidate epoch, 2 meta ttl (s). Returns {epoch, seq}.
+POSITION = (
+    _COMMON
+    + """
+local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return {epoch, tonumber(redis.call('HGET', KEYS[1], 's') or '0')}
+"""
+)
+
+#: KEYS: meta, stream. ARGV: 1 since epoch, 2 since seq, 3 limit (-1: none),
+#: 4 cutoff (ms), 5 history size, 6 candidate epoch, 7 meta ttl (s).
+#: Returns {epoch, seq, recovered (0/1), entries} — entries as XRANGE returns them.
+HISTORY = (
+    _COMMON
+    + """
+local meta, stream = KEYS[1], KEYS[2]
+local epoch = ensure_epoch(meta, stream, ARGV[6], ARGV[7])
+local seq = tonumber(redis.call('HGET', meta, 's') or '0')
+local since = tonumber(ARGV[2])
+if ARGV[1] ~= epoch or since > seq then return {epoch, seq, 0, {}} end
+local missed = seq - since
+if missed == 0 then return {epoch, seq, 1, {}} end
+local limit = tonumber(ARGV[3])
+if (limit >= 0 and missed > limit) or missed > tonumber(ARGV[5]) then
+  return {epoch, seq, 0, {}}
+end
+trim_by_age(stream, tonumber(ARGV[4]))
+local first = (since + 1) .. '-0'
+local entries = redis.call('XRANGE', stream, first, '+')
+if #entries ~= missed or entries[1][1] ~= first then return {epoch, seq, 0, {}} end
+return {epoch, seq, 1, entries}
+"""
+)
