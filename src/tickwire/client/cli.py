@@ -38,7 +38,11 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tickwire: {exc}", file=sys.stderr)
         return 2
-    serve(config)
+    try:
+        serve(config)
+    except ConfigError as exc:  # found while building the node (e.g. a bad engine URL)
+        print(f"tickwire: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

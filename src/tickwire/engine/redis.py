@@ -13,8 +13,9 @@ published meanwhile (from history, or with a reset and a snapshot).
 
 URLs (see :func:`parse_engine_url` and docs/scaling.md)::
 
-    redis://[[user]:password@]host[:port][/db]
+    redis://[[user]:password@]host[:port][/db][?prefix=tickwire]
     rediss://…                                    (TLS; ?ssl_cert_reqs=none etc.)
+    unix:///path/to/redis.sock[?db=0]
     redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master[/db]
     sentinel://…                                  (same)
 """
@@ -30,7 +31,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
 import msgspec
 import redis.asyncio as aioredis
@@ -64,7 +65,7 @@ from tickwire.model.publication import Position, Publication, Snapshot, now_ms
 log = logging.getLogger(__name__)
 
 #: URL schemes :class:`RedisEngine` accepts.
-SCHEMES = ("redis", "rediss", "redis+sentinel", "rediss+sentinel", "sentinel")
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "sentinel")
 
 #: Redis error replies that mean "this server cannot take the write now" (HTTP 503), not
 #: "the request was wrong" (redis-py strips the code from some of them).
@@ -106,6 +107,19 @@ class RedisTarget:
     sentinels: tuple[tuple[str, int], ...] = ()
     master: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: the ``?prefix=`` of the URL (taken out of ``url``), if any
+    prefix: str | None = None
+
+
+def _take_prefix(url: str) -> tuple[str, str | None]:
+    """Split tickwire's own ``prefix`` option off the URL's query (redis-py would reject it)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [v for k, v in query if k == "prefix"]
+    if not prefixes:
+        return url, None
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return parts._replace(query=rest).geturl(), prefixes[-1]
 
 
 def parse_engine_url(url: str) -> RedisTarget:
@@ -114,18 +128,22 @@ def parse_engine_url(url: str) -> RedisTarget:
     Sentinel form: ``redis+sentinel://[[user]:password@]h1[:26379][,h2[:p2]…]/<master>[/db]``
     (``rediss+sentinel://`` for TLS to the master; ``sentinel://`` is an alias). The
     password is the master's; ``?sentinel_password=…`` authenticates to the sentinels.
+    Every form takes ``?prefix=…``: the namespace of tickwire's keys (default ``tickwire``).
     Raises :class:`ValueError` naming what is wrong.
     """
+    url, prefix = _take_prefix(url)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ValueError(
             f"engine URL scheme must be one of {', '.join(SCHEMES)}; got {scheme or 'none'!r}"
         )
-    if scheme in ("redis", "rediss"):
-        if not parts.hostname and not parts.path.startswith("/"):
+    if scheme in ("redis", "rediss", "unix"):
+        if scheme != "unix" and not parts.hostname:
             raise ValueError(f"engine URL {redact(url)!r} has no host")
-        return RedisTarget(url)
+        if scheme == "unix" and not parts.path:
+            raise ValueError(f"engine URL {redact(url)!r} has no socket path")
+        return RedisTarget(url, prefix=prefix)
     hosts = parts.netloc.rsplit("@", 1)[-1]
     sentinels: list[tuple[str, int]] = []
     for item in hosts.split(","):
@@ -164,7 +182,7 @@ def parse_engine_url(url: str) -> RedisTarget:
             options["ssl_ca_certs"] = query.pop("ssl_ca_certs")
     if query:
         raise ValueError(f"sentinel URL option(s) not supported: {', '.join(sorted(query))}")
-    return RedisTarget(url, tuple(sentinels), path[0], options)
+    return RedisTarget(url, tuple(sentinels), path[0], options, prefix)
 
 
 class _Backoff:
@@ -188,8 +206,9 @@ class RedisEngine(Engine):
     """Sequences, history and snapshots in Redis; delivery to nodes over pub/sub.
 
     ``prefix`` namespaces every key and pub/sub channel (several deployments, or test
-    runs, can share one Redis). ``meta_ttl`` is how long a channel's epoch, seq and
-    snapshot survive without publications (history lives ``settings.ttl``).
+    runs, can share one Redis); it defaults to the URL's ``?prefix=`` or ``tickwire``.
+    ``meta_ttl`` is how long a channel's epoch, seq and snapshot survive without
+    publications (history lives ``settings.ttl``).
     """
 
     name = "redis"
@@ -199,16 +218,17 @@ class RedisEngine(Engine):
         url: str,
         settings: HistorySettings | None = None,
         *,
-        prefix: str = "tickwire",
+        prefix: str | None = None,
         meta_ttl: float = 30 * 86400.0,
         timeout: float = 5.0,
         max_connections: int = 64,
         ping_interval: float = 5.0,
         backoff: tuple[float, float] = (0.05, 2.0),
     ) -> None:
+        self.target = parse_engine_url(url)
+        prefix = prefix or self.target.prefix or "tickwire"
         if "{" in prefix or "}" in prefix:
             raise ValueError("Redis key prefix must not contain '{' or '}' (hash tags)")
-        self.target = parse_engine_url(url)
         self.settings = settings or HistorySettings()
         self.prefix = prefix
         self.meta_ttl = max(1, int(meta_ttl))

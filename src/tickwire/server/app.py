@@ -11,6 +11,7 @@ from importlib import resources
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from tickwire.engine.redis import redact
 from tickwire.server import metrics
 from tickwire.server.auth_routes import install_auth
 from tickwire.server.config import Config
@@ -107,7 +108,7 @@ def serve(config: Config) -> None:
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
         await site.start()
         port = int(runner.addresses[0][1]) if runner.addresses else config.port
-        lines = [f"tickwire listening on {config.host}:{port} (engine: {config.engine})"]
+        lines = [f"tickwire listening on {config.host}:{port} (engine: {redact(config.engine)})"]
         lines += [f"  {name:<17} {url}" for name, url in urls(config, port)]
         print("\n".join(lines), flush=True)
         stop = asyncio.Event()

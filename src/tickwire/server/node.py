@@ -10,6 +10,7 @@ from aiohttp import web
 
 from tickwire.auth import Principal
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
+from tickwire.engine.redis import RedisEngine, is_engine_url, redact
 from tickwire.hub import CLOSE_SHUTDOWN, Hub
 from tickwire.model.channels import Channel
 from tickwire.model.publication import now_ms
@@ -21,19 +22,20 @@ TokenVerifier = Callable[[str], Awaitable[Principal]]
 
 
 def make_engine(config: Config) -> Engine:
-    """The engine named by ``config.engine``."""
+    """The engine named by ``config.engine``: ``memory`` or a Redis URL."""
     settings = HistorySettings(size=config.history_size, ttl=config.history_ttl)
     url = config.engine
     if url == "memory":
         return MemoryEngine(settings)
-    if url.split("://", 1)[0] in {"redis", "rediss", "redis+sentinel", "sentinel", "unix"}:
+    if is_engine_url(url):
         try:
-            from tickwire.engine.redis import RedisEngine  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:  # pragma: no cover - until the Redis engine exists
-            raise ConfigError(f"engine {url!r}: the Redis engine is not available") from exc
-        engine: Engine = RedisEngine(url, settings)
-        return engine
-    raise ConfigError(f"config field 'engine': expected 'memory' or a redis:// URL, got {url!r}")
+            return RedisEngine(url, settings)
+        except ValueError as exc:
+            raise ConfigError(f"config field 'engine': {exc}") from None
+    raise ConfigError(
+        f"config field 'engine': expected 'memory' or a redis://, rediss://, unix:// or "
+        f"redis+sentinel:// URL, got {redact(url)!r}"
+    )
 
 
 class Node:
