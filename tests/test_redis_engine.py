@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from tickwire.engine import EngineError, EngineUnavailable, HistorySettings
 from tickwire.engine.redis import RedisEngine, parse_engine_url, redact
-from tickwire.model import Position
+from tickwire.model import Position, Publication
 
 from .conftest import Recorder, ScratchRedisEngine, redis_prefix, require_redis
 from .redis_server import RedisServer, free_port
@@ -385,3 +385,39 @@ async def test_sentinel_url_finds_the_master(tmp_path: Path, private_redis: Redi
             await eng.close()
     finally:
         await sentinel.stop()
+
+
+async def test_foreign_or_malformed_messages_do_not_stop_delivery(
+    nodes: tuple[RedisEngine, Recorder, RedisEngine, Recorder],
+) -> None:
+    a, _, b, rb = nodes
+    c = chan()
+    await b.subscribe([c])
+    await a._redis.publish(b.pubsub_channel(c), b"not-a-publication")
+    await a._redis.publish(b.pubsub_channel(c), b"e x 1 {}")
+    pub = await a.publish(c, body(0))
+    await rb.wait(lambda: rb.pubs == [pub])
+    assert b.malformed == 2 and b.reconnects == 0
+
+
+class Exploding(Recorder):
+    def on_publication(self, pub: Publication) -> None:
+        super().on_publication(pub)
+        if pub.seq == 1:
+            raise RuntimeError("handler bug")
+
+
+async def test_a_failing_handler_does_not_stop_delivery() -> None:
+    require_redis()
+    eng = ScratchRedisEngine(REDIS_URL, SETTINGS, prefix=redis_prefix())
+    rec = Exploding()
+    await eng.start(rec)
+    try:
+        c = chan()
+        await eng.subscribe([c])
+        await eng.publish(c, body(0))
+        second = await eng.publish(c, body(1))
+        await rec.wait(lambda: bool(rec.pubs) and rec.pubs[-1] == second)
+        assert [p.seq for p in rec.pubs] == [1, 2] and eng.reconnects == 0
+    finally:
+        await eng.close()

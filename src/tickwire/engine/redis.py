@@ -254,6 +254,7 @@ class RedisEngine(Engine):
         self._names: dict[bytes, str] = {}
         #: for tests and metrics
         self.reconnects = 0
+        self.malformed = 0
 
     # -- connections ----------------------------------------------------------------------
 
@@ -570,13 +571,18 @@ class RedisEngine(Engine):
                     self.reconnects += 1
                     log.warning("Redis engine reconnected to %s; resyncing", self._where)
                     if self._handler is not None:
-                        self._handler.on_resync()
+                        try:
+                            self._handler.on_resync()
+                        except Exception:
+                            log.exception("engine handler failed on resync")
                 await reader
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, EngineError) as exc:
                 if not self._closing:
                     log.warning("Redis engine pub/sub to %s lost: %s", self._where, exc)
+            except Exception:  # a bug must not end delivery for good: log it and reconnect
+                log.exception("Redis engine pub/sub loop failed; reconnecting")
             finally:
                 self._connected.clear()
                 self._conn = None
@@ -625,10 +631,18 @@ class RedisEngine(Engine):
                 handler = self._handler
                 if channel is None or handler is None:
                     continue  # unsubscribed meanwhile
-                epoch, seq, ts, data = msg[2].split(b" ", 3)
-                handler.on_publication(
-                    Publication(channel, int(seq), epoch.decode(), int(ts), msgspec.Raw(data))
-                )
+                try:
+                    epoch, seq, ts, data = msg[2].split(b" ", 3)
+                    pub = Publication(channel, int(seq), epoch.decode(), int(ts), msgspec.Raw(data))
+                except (ValueError, UnicodeDecodeError):
+                    # not written by our script: someone else published on our prefix
+                    self.malformed += 1
+                    log.warning("Redis engine: malformed publication on %r ignored", name)
+                    continue
+                try:
+                    handler.on_publication(pub)
+                except Exception:
+                    log.exception("engine handler failed on %s seq %d", channel, pub.seq)
             elif kind == b"subscribe":
                 waiters = self._confirm.get(msg[1])
                 if waiters:
