@@ -421,3 +421,16 @@ async def test_a_failing_handler_does_not_stop_delivery() -> None:
         assert [p.seq for p in rec.pubs] == [1, 2] and eng.reconnects == 0
     finally:
         await eng.close()
+
+
+async def test_nodes_racing_to_create_an_epoch_agree(
+    nodes: tuple[RedisEngine, Recorder, RedisEngine, Recorder],
+) -> None:
+    a, _, b, _ = nodes
+    c = chan("book")
+    calls = [a.position(c), b.position(c), a.history(c, Position("x", 0)), b.snapshot(c)]
+    calls += [(a if i % 2 else b).publish(c, body(i), snapshot=body(i)) for i in range(6)]
+    results = await asyncio.gather(*calls)
+    epochs = {r.epoch for r in results if isinstance(r, (Position, Publication))}
+    epochs.add(results[2].position.epoch)
+    assert len(epochs) == 1

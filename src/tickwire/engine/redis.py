@@ -185,6 +185,12 @@ def parse_engine_url(url: str) -> RedisTarget:
     return RedisTarget(url, tuple(sentinels), path[0], options, prefix)
 
 
+def _candidate_epoch() -> str:
+    """8 random hex characters, the epoch a script creates if the channel has none. Sent
+    with every call, used rarely: the PRNG (seeded from the OS) saves a syscall."""
+    return f"{random.getrandbits(32):08x}"
+
+
 class _Backoff:
     """Exponential backoff with full jitter, capped."""
 
@@ -362,7 +368,7 @@ class RedisEngine(Engine):
             settings.size,
             ttl_ms,
             self.meta_ttl,
-            secrets.token_hex(4),
+            _candidate_epoch(),
             self.pubsub_channel(channel),
             "0" if snapshot is None else "1",
             b"" if snapshot is None else snapshot,
@@ -434,7 +440,7 @@ class RedisEngine(Engine):
             -1 if limit is None else limit,
             cutoff,
             settings.size,
-            secrets.token_hex(4),
+            _candidate_epoch(),
             self.meta_ttl,
         ]
         epoch_b, seq, recovered, entries = await self._eval(
@@ -461,7 +467,7 @@ class RedisEngine(Engine):
     async def position(self, channel: str) -> Position:
         keys = [self.key(channel, "m"), self.key(channel, "h")]
         epoch, seq = await self._eval(
-            "position", redis_lua.POSITION, keys, [secrets.token_hex(4), self.meta_ttl]
+            "position", redis_lua.POSITION, keys, [_candidate_epoch(), self.meta_ttl]
         )
         return Position(epoch.decode(), int(seq))
 

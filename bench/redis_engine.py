@@ -1,0 +1,240 @@
+"""Benchmark of the Redis engine (a script with a command line, not a test).
+
+1. Publications per second through the engine on one node: one at a time, with
+   concurrent publishers, and with ``publish_many`` batches; a second node is subscribed
+   to every channel, so each publication is also delivered over pub/sub.
+2. End-to-end latency publisher -> subscriber on another node: a ``tickwire serve``
+   process (node B) runs on the same Redis; WebSocket clients on B subscribe; this
+   process publishes at a fixed rate through its own engine (node A) and each client
+   measures the time from just before ``publish()`` to the frame's arrival.
+
+Everything runs on loopback, bounded in count and time, under a private key prefix that
+is deleted afterwards. Example::
+
+    python bench/redis_engine.py --redis redis://127.0.0.1:6379/0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from tickwire.engine import HistorySettings
+from tickwire.engine.redis import RedisEngine, redact
+from tickwire.model import Publication
+
+
+class Counter:
+    """Engine handler of the subscribed node: counts what it receives."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.target = 0
+        self.done = asyncio.Event()
+
+    def on_publication(self, pub: Publication) -> None:
+        self.received += 1
+        if self.received >= self.target:
+            self.done.set()
+
+    def on_resync(self) -> None:
+        pass
+
+
+async def delete_prefix(engine: RedisEngine) -> None:
+    keys = [k async for k in engine._redis.scan_iter(match=f"{engine.prefix}*", count=1000)]
+    for i in range(0, len(keys), 1000):
+        await engine._redis.unlink(*keys[i : i + 1000])
+
+
+async def timed(count: int, counter: Counter, run: Callable[[], Awaitable[None]]) -> float:
+    counter.received = 0
+    counter.target = count
+    counter.done.clear()
+    t0 = time.perf_counter()
+    await run()
+    await asyncio.wait_for(counter.done.wait(), 60)  # every publication was delivered
+    return count / (time.perf_counter() - t0)
+
+
+async def throughput(url: str, prefix: str, count: int, channels: int) -> list[tuple[str, float]]:
+    settings = HistorySettings(size=1000, ttl=300)
+    pub_node = RedisEngine(url, settings, prefix=prefix, max_connections=64)
+    sub_node = RedisEngine(url, settings, prefix=prefix)
+    counter = Counter()
+    await pub_node.start(Counter())
+    await sub_node.start(counter)
+    names = [f"trades:B{i}" for i in range(channels)]
+    await sub_node.subscribe(names)
+    data = json.dumps({"p": "67012.5", "q": "0.015", "side": "buy", "id": 0}).encode()
+    rows = []
+    try:
+
+        async def sequential() -> None:
+            for i in range(count):
+                await pub_node.publish(names[i % channels], data)
+
+        def concurrent(workers: int) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                async def worker(w: int) -> None:
+                    for i in range(w, count, workers):
+                        await pub_node.publish(names[i % channels], data)
+
+                await asyncio.gather(*(worker(w) for w in range(workers)))
+
+            return run
+
+        def batched(size: int) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                for start in range(0, count, size):
+                    items = [
+                        (names[i % channels], data, None)
+                        for i in range(start, min(count, start + size))
+                    ]
+                    await pub_node.publish_many(items)
+
+            return run
+
+        await timed(min(count, 2000), counter, concurrent(16))  # warm up
+        rows.append(("publish(), one at a time", await timed(count, counter, sequential)))
+        rows.append(("publish(), 16 concurrent", await timed(count, counter, concurrent(16))))
+        rows.append(("publish(), 64 concurrent", await timed(count, counter, concurrent(64))))
+        rows.append(("publish_many(), batches of 100", await timed(count, counter, batched(100))))
+    finally:
+        await sub_node.close()
+        await delete_prefix(pub_node)
+        await pub_node.close()
+    return rows
+
+
+async def start_gateway(url: str) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tickwire",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--engine",
+        url,
+        "--log-level",
+        "warning",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            if not line:
+                raise RuntimeError("tickwire serve exited")
+            found = re.search(r"ws://\S+", line)
+            if found:
+                return proc, found.group(0)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+async def latency(
+    url: str, prefix: str, rate: float, seconds: float, clients: int
+) -> dict[str, Any]:
+    gateway, ws_url = await start_gateway(f"{url}{'&' if '?' in url else '?'}prefix={prefix}")
+    engine = RedisEngine(url, HistorySettings(), prefix=prefix)
+    await engine.start(Counter())
+    channel = "trades:BTC-USD"
+    samples: list[float] = []
+    total = int(rate * seconds)
+    try:
+        async with aiohttp.ClientSession() as session:
+            sockets = []
+            for _ in range(clients):
+                ws = await session.ws_connect(ws_url)
+                await ws.send_json({"id": 1, "op": "subscribe", "channels": [channel]})
+                reply = await ws.receive_json(timeout=10)
+                assert reply["type"] == "subscribed", reply
+                sockets.append(ws)
+
+            async def read(ws: aiohttp.ClientWebSocketResponse) -> None:
+                got = 0
+                while got < total:
+                    msg = await ws.receive(timeout=30)
+                    now = time.perf_counter_ns()
+                    frame = json.loads(msg.data)
+                    if frame.get("type") != "pub":
+                        continue
+                    got += 1
+                    samples.append((now - frame["data"]["t0"]) / 1e6)
+
+            readers = [asyncio.create_task(read(ws)) for ws in sockets]
+            interval = 1.0 / rate
+            start = time.perf_counter()
+            for i in range(total):
+                delay = start + i * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # fixed-rate load
+                body = json.dumps({"t0": time.perf_counter_ns(), "i": i}).encode()
+                await engine.publish(channel, body)
+            await asyncio.gather(*readers)
+            for ws in sockets:
+                await ws.close()
+    finally:
+        gateway.terminate()
+        await gateway.wait()
+        await delete_prefix(engine)
+        await engine.close()
+    samples.sort()
+    return {
+        "samples": len(samples),
+        "mean": statistics.fmean(samples),
+        **{f"p{q:g}": percentile(samples, q) for q in (50, 90, 99, 99.9)},
+        "max": samples[-1],
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    prefix = f"twbench:{uuid.uuid4().hex[:8]}:"
+    print(f"Redis engine benchmark against {redact(args.redis)} (prefix {prefix})\n")
+    rows = await throughput(args.redis, prefix, args.count, args.channels)
+    print(f"Publications/s through the Redis engine on one node ({args.count} per row,")
+    print(f"{args.channels} channels, every publication delivered to a subscribed node):\n")
+    print("| mode | publications/s |\n|---|---:|")
+    for name, rate in rows:
+        print(f"| {name} | {rate:,.0f} |")
+    result = await latency(args.redis, prefix, args.rate, args.seconds, args.clients)
+    print(f"\nEnd-to-end latency publisher -> node B -> WebSocket client, {args.rate:g} pub/s")
+    print(
+        f"for {args.seconds:g} s, {args.clients} clients on node B ({result['samples']} samples):\n"
+    )
+    cols = ["mean", "p50", "p90", "p99", "p99.9", "max"]
+    print("| " + " | ".join(f"{c} (ms)" for c in cols) + " |")
+    print("|" + "---:|" * len(cols))
+    print("| " + " | ".join(f"{result[c]:.2f}" for c in cols) + " |")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+    p.add_argument("--count", type=int, default=20_000, help="publications per throughput row")
+    p.add_argument("--channels", type=int, default=10, help="channels published to")
+    p.add_argument("--rate", type=float, default=2000.0, help="publications/s (latency run)")
+    p.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
+    p.add_argument("--clients", type=int, default=10, help="WebSocket clients on node B")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
