@@ -313,6 +313,10 @@ async def test_out_of_memory_publish_writes_nothing(private_redis: RedisServer) 
             await eng.publish(c, body(1), snapshot=body(1))
         with pytest.raises(EngineUnavailable, match="maxmemory"):
             await eng.publish_many([(c, body(1), None), (chan(), body(2), None)])
+        outcomes = await asyncio.gather(
+            *(eng.publish(c, body(i)) for i in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(o, EngineUnavailable) for o in outcomes), outcomes
         await eng._redis.config_set("maxmemory", 0)
         assert await eng.position(c) == first.position
         snap = await eng.snapshot(c)
@@ -335,8 +339,11 @@ async def test_publish_many_survives_a_flushed_script_cache(private_redis: Redis
         assert [p.seq for p in pubs] == [2, 3]
         await eng._redis.script_flush()
         assert (await eng.publish(c, body(3))).seq == 4
-        await rec.wait(lambda: len(rec.pubs) == 4)
-        assert [p.seq for p in rec.pubs] == [1, 2, 3, 4]
+        await eng._redis.script_flush()
+        batch = await asyncio.gather(*(eng.publish(c, body(i)) for i in range(4, 8)))
+        assert [p.seq for p in batch] == [5, 6, 7, 8]
+        await rec.wait(lambda: len(rec.pubs) == 8)
+        assert [p.seq for p in rec.pubs] == list(range(1, 9))
     finally:
         await eng.close()
 
@@ -434,3 +441,28 @@ async def test_nodes_racing_to_create_an_epoch_agree(
     epochs = {r.epoch for r in results if isinstance(r, (Position, Publication))}
     epochs.add(results[2].position.epoch)
     assert len(epochs) == 1
+
+
+async def test_concurrent_publishes_keep_the_order_they_were_requested_in(
+    nodes: tuple[RedisEngine, Recorder, RedisEngine, Recorder],
+) -> None:
+    a, _, b, rb = nodes
+    c, d = chan(), chan()
+    await b.subscribe([c, d])
+    calls = [a.publish(c if i % 3 else d, body(i)) for i in range(30)]
+    pubs = await asyncio.gather(*calls)
+    assert [p.seq for p in pubs if p.channel == c] == list(range(1, 21))
+    assert [p.seq for p in pubs if p.channel == d] == list(range(1, 11))
+    assert [json.loads(bytes(p.data))["i"] for p in pubs] == list(range(30))
+    await rb.wait(lambda: len(rb.pubs) == 30)
+    assert rb.pubs == pubs  # one pipeline: Redis ran them, and PUBLISHed, in call order
+
+
+async def test_close_finishes_requested_publications(private_redis: RedisServer) -> None:
+    eng = RedisEngine(private_redis.url, SETTINGS)
+    await eng.start(Recorder())
+    c = chan()
+    pending = [asyncio.ensure_future(eng.publish(c, body(i))) for i in range(5)]
+    await asyncio.sleep(0)  # let the publish calls register (they are not awaited yet)
+    await eng.close()
+    assert [p.seq for p in await asyncio.gather(*pending)] == [1, 2, 3, 4, 5]

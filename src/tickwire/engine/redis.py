@@ -185,6 +185,17 @@ def parse_engine_url(url: str) -> RedisTarget:
     return RedisTarget(url, tuple(sentinels), path[0], options, prefix)
 
 
+#: One script call: its keys and its arguments.
+_Call = tuple[list[str], list[Any]]
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """A fresh exception of the same kind, for each of several waiters."""
+    if isinstance(exc, EngineError):
+        return type(exc)(str(exc))
+    return exc
+
+
 def _candidate_epoch() -> str:
     """8 random hex characters, the epoch a script creates if the channel has none. Sent
     with every call, used rarely: the PRNG (seeded from the OS) saves a syscall."""
@@ -248,6 +259,8 @@ class RedisEngine(Engine):
         self._pool = self._make_pool(max_connections)
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._sha: dict[str, str] = {}
+        self._batch: list[tuple[_Call, asyncio.Future[Any]]] = []
+        self._batch_tasks: set[asyncio.Task[None]] = set()
         self._handler: EngineHandler | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -317,9 +330,7 @@ class RedisEngine(Engine):
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise self._unavailable(exc, name) from exc
         except ResponseError as exc:
-            if _server_refused(exc):
-                raise self._unavailable(exc, name) from exc
-            raise EngineError(f"Redis engine {name} failed: {exc}") from exc
+            raise self._error(exc, name) from exc
 
     async def start(self, handler: EngineHandler) -> None:
         """Check that Redis answers, open the pub/sub connection and start delivering."""
@@ -344,6 +355,11 @@ class RedisEngine(Engine):
     async def close(self) -> None:
         """Stop the pub/sub loop and close every connection."""
         self._closing = True
+        # publications already requested finish (or fail) before the connections go
+        while self._batch or self._batch_tasks:
+            if self._batch:
+                self._send_batch()
+            await asyncio.gather(*self._batch_tasks, return_exceptions=True)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -357,7 +373,7 @@ class RedisEngine(Engine):
 
     def _publish_args(
         self, channel: str, data: bytes, snapshot: bytes | None, ts: int, now: int
-    ) -> tuple[list[str], list[Any]]:
+    ) -> _Call:
         settings = self.settings
         keys = [self.key(channel, "m"), self.key(channel, "h")]
         ttl_ms = max(1, int(settings.ttl * 1000))
@@ -378,49 +394,100 @@ class RedisEngine(Engine):
     async def publish(
         self, channel: str, data: bytes, *, snapshot: bytes | None = None, ts: int | None = None
     ) -> Publication:
+        """Publish one item. Publications requested in the same event-loop iteration
+        (concurrent publishers) travel to Redis together in one pipeline, in the order
+        they were requested; each is its own atomic script run."""
         now = now_ms()
         ts = now if ts is None else ts
-        keys, args = self._publish_args(channel, data, snapshot, ts, now)
-        epoch, seq = await self._eval("publish", redis_lua.PUBLISH, keys, args)
+        call = self._publish_args(channel, data, snapshot, ts, now)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._batch.append((call, fut))
+        if len(self._batch) == 1:
+            asyncio.get_running_loop().call_soon(self._send_batch)
+        epoch, seq = await fut
         return Publication(channel, int(seq), epoch.decode(), ts, msgspec.Raw(data))
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        task = asyncio.ensure_future(self._run_batch(batch))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+
+    async def _run_batch(self, batch: list[tuple[_Call, asyncio.Future[Any]]]) -> None:
+        try:
+            if len(batch) == 1:
+                keys, args = batch[0][0]
+                results: list[Any] = [await self._eval("publish", redis_lua.PUBLISH, keys, args)]
+            else:
+                results = await self._pipeline([call for call, _ in batch], transaction=False)
+        except BaseException as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(_copy_error(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, fut), result in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(self._error(result, "publish"))
+            else:
+                fut.set_result(result)
+
+    async def _pipeline(self, calls: list[_Call], *, transaction: bool) -> list[Any]:
+        """Run the publish script once per call in one round trip; returns each call's
+        result or its error reply (a failure of the connection raises)."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            try:
+                sha = self._sha.get("publish")
+                if sha is None:
+                    sha = self._sha["publish"] = await self._redis.script_load(redis_lua.PUBLISH)
+                async with self._redis.pipeline(transaction=transaction) as pipe:
+                    for i in todo:
+                        keys, args = calls[i]
+                        pipe.evalsha(sha, len(keys), *keys, *args)
+                    replies = await pipe.execute(raise_on_error=False)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                raise self._unavailable(exc, "publish") from exc
+            except ResponseError as exc:
+                raise self._error(exc, "publish") from exc
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                results[i] = reply
+                if isinstance(reply, NoScriptError):
+                    missing.append(i)
+            if not missing or attempt == 1:
+                break
+            # Redis restarted or its script cache was flushed: these did not run
+            self._sha.pop("publish", None)
+            if transaction and len(missing) != len(todo):
+                raise EngineError("Redis engine: script cache flushed inside a transaction")
+            todo = missing
+        return results
+
+    def _error(self, exc: BaseException, what: str) -> EngineError:
+        if _server_refused(exc):
+            return self._unavailable(exc, what)
+        return EngineError(f"Redis engine {what} failed: {exc}")
 
     async def publish_many(
         self, items: Sequence[tuple[str, bytes, bytes | None]], *, ts: int | None = None
     ) -> list[Publication]:
-        """Publish every item in one round trip, as one MULTI/EXEC transaction: all the
-        items are applied or none is (each one also atomic on its own)."""
+        """Publish every item in one round trip, as one MULTI/EXEC transaction: nothing
+        interleaves with the batch, and a lost connection leaves all of it applied or none
+        (an item Redis refuses, e.g. a key of the wrong type, does not undo the others)."""
         if not items:
             return []
         now = now_ms()
         ts = now if ts is None else ts
         calls = [self._publish_args(c, d, s, ts, now) for c, d, s in items]
-        for attempt in range(2):
-            sha = self._sha.get("publish")
-            try:
-                if sha is None:
-                    sha = self._sha["publish"] = await self._redis.script_load(redis_lua.PUBLISH)
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    for keys, args in calls:
-                        pipe.evalsha(sha, len(keys), *keys, *args)
-                    results = await pipe.execute(raise_on_error=False)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                raise self._unavailable(exc, "publish_many") from exc
-            except ResponseError as exc:
-                if _server_refused(exc):
-                    raise self._unavailable(exc, "publish_many") from exc
-                raise EngineError(f"Redis engine publish_many failed: {exc}") from exc
-            errors = [r for r in results if isinstance(r, Exception)]
-            if not errors:
-                break
-            if attempt == 0 and all(isinstance(e, NoScriptError) for e in errors):
-                if len(errors) != len(results):  # cannot happen: same script, same server
-                    raise EngineError("Redis engine publish_many: script cache changed mid-batch")
-                self._sha.pop("publish", None)
-                continue
-            first = errors[0]
-            if _server_refused(first):
-                raise self._unavailable(first, "publish_many") from first
-            raise EngineError(f"Redis engine publish_many failed: {first}") from first
+        results = await self._pipeline(calls, transaction=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise self._error(result, "publish_many") from result
         return [
             Publication(channel, int(seq), epoch.decode(), ts, msgspec.Raw(data))
             for (channel, data, _), (epoch, seq) in zip(items, results, strict=True)
