@@ -454,3 +454,42 @@ async def test_bad_engine_url_is_a_config_error() -> None:
     out, err = await proc.communicate()
     assert proc.returncode == 2, (out, err)
     assert b"'engine'" in err and b"master name" in err and b"pw" not in err
+
+
+async def test_redis_going_back_in_seq_resets_subscribers(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """What a failover to a lagging replica looks like to a node: its pub/sub connection
+    drops, and Redis is behind what the node delivered, in the same epoch."""
+    server = RedisServer(tmp_path)
+    await server.start()
+    gateway = Gateway(server.url, "a")
+    engine = RedisEngine(server.url, HistorySettings())
+    client = Subscriber(session, [TRADES])
+    reader: asyncio.Task[None] | None = None
+    try:
+        await engine.start(Recorder())
+        await gateway.start()
+        await client.connect(gateway.ws_url)
+        reader = asyncio.create_task(client.read())
+        await client.wait(lambda: bool(client.replies))
+        sent = [await engine.publish(TRADES, b'{"i":1}') for _ in range(10)]
+        await client.wait(lambda: client.seqs(TRADES) == list(range(1, 11)))
+        # the "replica" has seq 6 and history up to 6 only, then the node reconnects
+        await engine._redis.hset(engine.key(TRADES, "m"), "s", 6)
+        await engine._redis.delete(engine.key(TRADES, "h"))
+        await engine._redis.client_kill_filter(_type="pubsub")
+        await client.wait(lambda: client.streams[TRADES].events[-1][0] == "reset")
+        assert client.streams[TRADES].events[-1] == ("reset", sent[0].epoch, 6)
+        after = await engine.publish(TRADES, b'{"i":2}')
+        assert after.seq == 7
+        await client.wait(lambda: client.streams[TRADES].events[-1][2] == 7)
+        assert check_stream(client.streams[TRADES], stateful=False) == 1
+    finally:
+        if client.ws is not None:
+            await client.ws.close()
+        if reader is not None:
+            await asyncio.gather(reader, return_exceptions=True)
+        await gateway.stop()
+        await engine.close()
+        await server.stop()

@@ -466,3 +466,19 @@ async def test_close_finishes_requested_publications(private_redis: RedisServer)
     await asyncio.sleep(0)  # let the publish calls register (they are not awaited yet)
     await eng.close()
     assert [p.seq for p in await asyncio.gather(*pending)] == [1, 2, 3, 4, 5]
+
+
+async def test_a_seq_gone_back_replaces_the_stream_instead_of_failing(
+    nodes: tuple[RedisEngine, Recorder, RedisEngine, Recorder],
+) -> None:
+    a, _, _, _ = nodes
+    c = chan()
+    pubs = [await a.publish(c, body(i)) for i in range(10)]
+    await a._redis.hset(a.key(c, "m"), "s", 5)  # as after a failover to a lagging replica
+    pub = await a.publish(c, body(99))
+    assert pub.position == Position(pubs[0].epoch, 6)
+    assert [e[0] for e in await a._redis.xrange(a.key(c, "h"))] == [b"6-0"]
+    res = await a.history(c, pubs[4].position)
+    assert res.recovered and [bytes(p.data) for p in res.publications] == [body(99)]
+    assert not (await a.history(c, pubs[3].position)).recovered
+    assert not (await a.history(c, pubs[-1].position)).recovered  # ahead of Redis now

@@ -13,7 +13,9 @@ Cluster slot and one script may touch both):
 
 The epoch is created by whichever script first finds it missing, from a candidate the
 client generated (Lua's PRNG is deterministic inside Redis). Creating an epoch deletes
-any stream left from an older epoch, so stream ids and seqs always start together.
+any stream left from an older epoch, so stream ids and seqs always start together; a
+stream found ahead of the seq (the seq went back, e.g. after a failover to a lagging
+replica) is started again by the next publication rather than failing it.
 
 Pub/sub payload: ``<epoch> <seq> <ts> <data>`` on ``<prefix>:p:<channel>``.
 """
@@ -64,16 +66,29 @@ PUBLISH = (
 local meta, stream = KEYS[1], KEYS[2]
 local meta_ttl = ARGV[6]
 local epoch = ensure_epoch(meta, stream, ARGV[7], meta_ttl)
-local seq = redis.call('HINCRBY', meta, 's', 1)
+local seq = tonumber(redis.call('HGET', meta, 's') or '0') + 1
 local ts = ARGV[2]
 local size = tonumber(ARGV[4])
 if size > 0 then
-  redis.call('XADD', stream, 'MAXLEN', size, seq .. '-0', 't', ts, 'd', ARGV[1])
+  -- the first write: if Redis refuses it (out of memory), nothing was written
+  local id = seq .. '-0'
+  local added = redis.pcall('XADD', stream, 'MAXLEN', size, id, 't', ts, 'd', ARGV[1])
+  if type(added) == 'table' and added.err then
+    if not string.find(added.err, 'equal or smaller', 1, true) then
+      return redis.error_reply(added.err)
+    end
+    -- the stream is ahead of the seq (the meta went back: a failover to a lagging
+    -- replica, or tampering): its history cannot be trusted, start it again
+    redis.call('DEL', stream)
+    redis.call('XADD', stream, 'MAXLEN', size, id, 't', ts, 'd', ARGV[1])
+  end
   trim_by_age(stream, tonumber(ARGV[3]))
   redis.call('PEXPIRE', stream, ARGV[5])
 end
 if ARGV[9] == '1' then
-  redis.call('HSET', meta, 'n', seq, 'nt', ts, 'nd', ARGV[10])
+  redis.call('HSET', meta, 's', seq, 'n', seq, 'nt', ts, 'nd', ARGV[10])
+else
+  redis.call('HSET', meta, 's', seq)
 end
 redis.call('EXPIRE', meta, meta_ttl)
 redis.call('PUBLISH', ARGV[8], epoch .. ' ' .. seq .. ' ' .. ts .. ' ' .. ARGV[1])
