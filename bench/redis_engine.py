@@ -67,7 +67,9 @@ async def timed(count: int, counter: Counter, run: Callable[[], Awaitable[None]]
     return count / (time.perf_counter() - t0)
 
 
-async def throughput(url: str, prefix: str, count: int, channels: int) -> list[tuple[str, float]]:
+async def throughput(
+    url: str, prefix: str, count: int, channels: int, repeat: int
+) -> list[tuple[str, list[float]]]:
     settings = HistorySettings(size=1000, ttl=300)
     pub_node = RedisEngine(url, settings, prefix=prefix, max_connections=64)
     sub_node = RedisEngine(url, settings, prefix=prefix)
@@ -77,7 +79,7 @@ async def throughput(url: str, prefix: str, count: int, channels: int) -> list[t
     names = [f"trades:B{i}" for i in range(channels)]
     await sub_node.subscribe(names)
     data = json.dumps({"p": "67012.5", "q": "0.015", "side": "buy", "id": 0}).encode()
-    rows = []
+    rows: list[tuple[str, list[float]]] = []
     try:
 
         async def sequential() -> None:
@@ -106,10 +108,17 @@ async def throughput(url: str, prefix: str, count: int, channels: int) -> list[t
             return run
 
         await timed(min(count, 2000), counter, concurrent(16))  # warm up
-        rows.append(("publish(), one at a time", await timed(count, counter, sequential)))
-        rows.append(("publish(), 16 concurrent", await timed(count, counter, concurrent(16))))
-        rows.append(("publish(), 64 concurrent", await timed(count, counter, concurrent(64))))
-        rows.append(("publish_many(), batches of 100", await timed(count, counter, batched(100))))
+        modes = [
+            ("publish(), one at a time", sequential),
+            ("publish(), 16 concurrent", concurrent(16)),
+            ("publish(), 64 concurrent", concurrent(64)),
+            ("publish_many(), batches of 100", batched(100)),
+        ]
+        results: dict[str, list[float]] = {name: [] for name, _ in modes}
+        for _ in range(repeat):  # interleaved, so a noisy moment hits every mode alike
+            for name, run in modes:
+                results[name].append(await timed(count, counter, run))
+        rows = [(name, results[name]) for name, _ in modes]
     finally:
         await sub_node.close()
         await delete_prefix(pub_node)
@@ -130,7 +139,7 @@ async def start_gateway(url: str) -> tuple[asyncio.subprocess.Process, str]:
         "--engine",
         url,
         "--log-level",
-        "warning",
+        "error",
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
@@ -208,12 +217,14 @@ async def latency(
 async def main(args: argparse.Namespace) -> None:
     prefix = f"twbench:{uuid.uuid4().hex[:8]}:"
     print(f"Redis engine benchmark against {redact(args.redis)} (prefix {prefix})\n")
-    rows = await throughput(args.redis, prefix, args.count, args.channels)
-    print(f"Publications/s through the Redis engine on one node ({args.count} per row,")
-    print(f"{args.channels} channels, every publication delivered to a subscribed node):\n")
-    print("| mode | publications/s |\n|---|---:|")
-    for name, rate in rows:
-        print(f"| {name} | {rate:,.0f} |")
+    rows = await throughput(args.redis, prefix, args.count, args.channels, args.repeat)
+    print(f"Publications/s through the Redis engine on one node ({args.count} per run,")
+    print(f"{args.channels} channels, every publication delivered to a subscribed node;")
+    print(f"median of {args.repeat} runs, lowest and highest):\n")
+    print("| mode | publications/s | range |\n|---|---:|---:|")
+    for name, rates in rows:
+        lo, hi = min(rates), max(rates)
+        print(f"| {name} | {statistics.median(rates):,.0f} | {lo:,.0f} to {hi:,.0f} |")
     result = await latency(args.redis, prefix, args.rate, args.seconds, args.clients)
     print(f"\nEnd-to-end latency publisher -> node B -> WebSocket client, {args.rate:g} pub/s")
     print(
@@ -230,6 +241,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
     p.add_argument("--count", type=int, default=20_000, help="publications per throughput row")
     p.add_argument("--channels", type=int, default=10, help="channels published to")
+    p.add_argument("--repeat", type=int, default=5, help="runs per throughput row")
     p.add_argument("--rate", type=float, default=2000.0, help="publications/s (latency run)")
     p.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     p.add_argument("--clients", type=int, default=10, help="WebSocket clients on node B")
