@@ -58,9 +58,13 @@ class _ChannelState:
     early: list[Publication] = field(default_factory=list)
     #: set while the channel recovers a gap; publications wait here
     gap_buffer: list[Publication] | None = None
+    #: subscribers whose catch-up (read from the engine's store) got ahead of the live
+    #: stream this node has delivered (with Redis, pub/sub can trail history): each joins
+    #: its group once the live stream reaches the seq it already has
+    ahead: dict[Connection, int] = field(default_factory=dict)
 
     def subscriber_count(self) -> int:
-        return sum(len(c) for c in self.groups.values()) + len(self.pending)
+        return sum(len(c) for c in self.groups.values()) + len(self.pending) + len(self.ahead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +219,11 @@ class Hub:
             stats.frames_out += len(conns)
         for buffered in st.pending.values():
             buffered.append(pub)
+        if st.ahead:
+            caught_up = [conn for conn, last in st.ahead.items() if last <= pub.seq]
+            for conn in caught_up:  # they had this one already: live from the next
+                del st.ahead[conn]
+                self._join(st, conn)
 
     def _start_gap_recovery(self, st: _ChannelState, pub: Publication) -> None:
         st.gap_buffer = [pub]
@@ -245,8 +254,9 @@ class Hub:
     async def _reset(self, st: _ChannelState) -> None:
         """History cannot fill the gap: restart every subscriber from the current state."""
         self.stats.resets += 1
-        conns = [c for group in st.groups.values() for c in group]
+        conns = [c for group in st.groups.values() for c in group] + list(st.ahead)
         st.groups.clear()
+        st.ahead.clear()
         for conn in conns:
             st.pending[conn] = []
         st.gap_buffer = []
@@ -347,9 +357,18 @@ class Hub:
                 last = pub.seq
         if conn.closed:
             return
-        group = st.groups.get(fmt)
+        live = st.position
+        if live is not None and live.epoch == epoch and live.seq < last:
+            # the engine's store is ahead of what this node has delivered live: joining
+            # now would send seqs live.seq+1..last twice
+            st.ahead[conn] = last
+            return
+        self._join(st, conn)
+
+    def _join(self, st: _ChannelState, conn: Connection) -> None:
+        group = st.groups.get(conn.fmt)
         if group is None:
-            group = st.groups[fmt] = {}
+            group = st.groups[conn.fmt] = {}
         group[conn] = None
 
     def unsubscribe(self, conn: Connection, channel: str) -> bool:
@@ -361,6 +380,7 @@ class Hub:
         return True
 
     def _unlive(self, st: _ChannelState, conn: Connection) -> None:
+        st.ahead.pop(conn, None)
         group = st.groups.get(conn.fmt)
         if group is not None:
             group.pop(conn, None)
