@@ -482,3 +482,74 @@ async def test_a_seq_gone_back_replaces_the_stream_instead_of_failing(
     assert res.recovered and [bytes(p.data) for p in res.publications] == [body(99)]
     assert not (await a.history(c, pubs[3].position)).recovered
     assert not (await a.history(c, pubs[-1].position)).recovered  # ahead of Redis now
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "redis.crt", tmp_path / "redis.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_rediss_url_speaks_tls(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server = RedisServer(tmp_path)
+    tls_args = ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    tls_args += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    server.args = lambda: [  # type: ignore[method-assign]
+        "--port", "0", "--tls-port", str(server.port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--dir", str(tmp_path), *tls_args,
+    ]  # fmt: skip
+    await server.start()
+    try:
+        plain = RedisEngine(f"redis://127.0.0.1:{server.port}/0", SETTINGS, timeout=2.0)
+        with pytest.raises(EngineUnavailable):  # the port speaks TLS only
+            await plain.start(Recorder())
+        await plain.close()
+        eng = RedisEngine(
+            f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={cert}", SETTINGS, timeout=2.0
+        )
+        rec = Recorder()
+        await eng.start(rec)
+        try:
+            c = chan()
+            await eng.subscribe([c])
+            pub = await eng.publish(c, body(0))
+            await rec.wait(lambda: rec.pubs == [pub])
+        finally:
+            await eng.close()
+    finally:
+        await server.stop()
