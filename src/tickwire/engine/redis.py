@@ -189,7 +189,7 @@ def parse_engine_url(url: str) -> RedisTarget:
 _Call = tuple[list[str], list[Any]]
 
 
-def _copy_error(exc: BaseException) -> BaseException:
+def _copy_error(exc: Exception) -> Exception:
     """A fresh exception of the same kind, for each of several waiters."""
     if isinstance(exc, EngineError):
         return type(exc)(str(exc))
@@ -423,7 +423,10 @@ class RedisEngine(Engine):
         except BaseException as exc:
             for _, fut in batch:
                 if not fut.done():
-                    fut.set_exception(_copy_error(exc))
+                    if isinstance(exc, Exception):
+                        fut.set_exception(_copy_error(exc))
+                    else:  # the loop is shutting down: say so, not "cancelled"
+                        fut.set_exception(self._unavailable(exc, "publish interrupted"))
             if not isinstance(exc, Exception):
                 raise
             return
