@@ -71,8 +71,12 @@ class RedisServer:
         )
         ready = asyncio.get_running_loop().create_future()
         self._drain = asyncio.create_task(self._read_log(self.proc, ready))
-        async with asyncio.timeout(timeout):
-            await ready
+        try:
+            async with asyncio.timeout(timeout):
+                await ready
+        except BaseException:
+            await self.stop()  # never leave a server behind
+            raise
 
     async def _read_log(
         self, proc: asyncio.subprocess.Process, ready: asyncio.Future[None]
