@@ -143,14 +143,20 @@ async def start_gateway(url: str) -> tuple[asyncio.subprocess.Process, str]:
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
-    async with asyncio.timeout(30):
-        while True:
-            line = (await proc.stdout.readline()).decode()
-            if not line:
-                raise RuntimeError("tickwire serve exited")
-            found = re.search(r"ws://\S+", line)
-            if found:
-                return proc, found.group(0)
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                if not line:
+                    raise RuntimeError("tickwire serve exited")
+                found = re.search(r"ws://\S+", line)
+                if found:
+                    return proc, found.group(0)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        raise
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
