@@ -205,3 +205,21 @@ async def test_a_server_bug_answers_internal_and_the_connection_survives(
         c = await gw.connect()
         await c.send({"id": 3, "op": "unsubscribe", "channels": ["trades:BTC-USD"]})
         await assert_error(c, "internal", "failed to serve", rid=3)
+
+
+async def test_engine_outage_answers_unavailable_without_internal_details(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tickwire.engine import EngineUnavailable, MemoryEngine
+
+    async def down(self: MemoryEngine, channels: Any) -> None:
+        raise EngineUnavailable("redis at 10.1.2.3:6379 is unreachable")
+
+    monkeypatch.setattr(MemoryEngine, "subscribe", down)
+    async with run_gateway() as gw:
+        c = await gw.connect()
+        await c.send({"id": 4, "op": "subscribe", "channels": ["trades:BTC-USD"]})
+        msg = await c.recv_type("error")
+        assert msg["code"] == "unavailable" and "10.1.2.3" not in msg["message"]
+        assert gw.node.hub.subscription_count() == 0
+        assert gw.node.hub.channel_count == 0

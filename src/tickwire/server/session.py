@@ -7,6 +7,7 @@ the rules (channel limits, entitlements, which channels exist) live here once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,8 @@ from tickwire.engine.base import EngineError
 from tickwire.hub import Catchup, Connection, Hub
 from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.publication import Position
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -98,7 +101,11 @@ class Session:
         except EngineError as exc:
             for name in new:
                 self.hub.unsubscribe(self.conn, name)
-            raise ProtocolError("unavailable", f"cannot subscribe now: {exc}", rid) from None
+            # the engine's own message names internal hosts: log it, tell the client less
+            log.warning("subscribe failed: %s", exc)
+            raise ProtocolError(
+                "unavailable", "cannot subscribe now: the data store is unreachable; retry", rid
+            ) from None
 
     def unsubscribe(self, channels: list[Channel]) -> list[str]:
         """Unsubscribe; returns the names that were subscribed."""
