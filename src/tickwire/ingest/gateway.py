@@ -1,0 +1,796 @@
+"""The ingest gateway: the one way market data gets into tickwire.
+
+Every source (the Python API below, ``POST /api/v1/publish``, the demo market, feeds)
+turns its input into operations (:class:`BookOp`, :class:`TradeOp`, ...), and the
+gateway validates them against the market registry and the current state, updates the
+books, tickers, candles and sentiment series, and publishes the resulting data through
+the engine, encoded once. A batch is all or nothing: it is checked in full against the
+state before anything is changed or published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import get_args
+
+import msgspec
+
+from tickwire.engine.base import Engine
+from tickwire.model.book import BookChange, BookError, Level, OrderBook
+from tickwire.model.candles import CandleError, CandleSeries
+from tickwire.model.channels import CANDLE_INTERVALS, ChannelError, parse_channel
+from tickwire.model.decimals import DecimalError, format_scaled
+from tickwire.model.markets import Market, MarketError, MarketRegistry, default_registry
+from tickwire.model.payloads import (
+    BookData,
+    CandleData,
+    LevelRow,
+    OrderData,
+    OrderState,
+    OrderType,
+    SentimentData,
+    Side,
+    TickerData,
+    TradeData,
+    UserTradeData,
+)
+from tickwire.model.publication import Publication, now_ms
+from tickwire.model.sentiment import SentimentSettings, SentimentTracker
+from tickwire.model.ticker import Rolling24h
+
+_encode = msgspec.json.Encoder().encode
+_decode_book = msgspec.json.Decoder(BookData).decode
+
+#: ``(channel, data, snapshot)`` ready for :meth:`Engine.publish`.
+Item = tuple[str, bytes, bytes | None]
+
+SIDES: tuple[str, ...] = get_args(Side)
+ORDER_TYPES: tuple[str, ...] = get_args(OrderType)
+ORDER_STATES: tuple[str, ...] = get_args(OrderState)
+MAX_ID_LENGTH = 64
+
+
+class IngestError(ValueError):
+    """Input the gateway refuses; nothing was changed or published.
+
+    ``code`` is stable, ``field`` names the offending field (``bids[2][0]``), ``index``
+    the event in a batch.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, field: str | None = None, index: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.index = index
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Limits and windows of the gateway (config section ``[ingest]``)."""
+
+    #: Most price levels a book may hold per side; deeper updates are refused.
+    book_max_levels: int = 10_000
+    #: Levels per side in the ``book:<market>`` snapshot new subscribers start from.
+    book_snapshot_depth: int = 1_000
+    #: How far (ms) an event's ``ts`` may lie ahead of the server clock.
+    max_future_ms: int = 60_000
+    sentiment: SentimentSettings = field(default_factory=SentimentSettings)
+
+
+# --- operations --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BookOp:
+    """Set absolute level sizes (0 removes); with ``reset`` the book becomes exactly these."""
+
+    market: Market
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TradeOp:
+    """A public trade; ``side`` is the taker's. ``id`` None = next id for the market."""
+
+    market: Market
+    price: int
+    size: int
+    side: Side
+    ts: int
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderOp:
+    """A private order update for ``user_id``."""
+
+    user_id: str
+    order: OrderData
+
+
+@dataclass(frozen=True, slots=True)
+class UserTradeOp:
+    """A private fill for ``user_id``."""
+
+    user_id: str
+    trade: UserTradeData
+
+
+@dataclass(frozen=True, slots=True)
+class SentimentOp:
+    """One scored message about ``ticker``."""
+
+    ticker: str
+    user_id: str
+    sentiment: float
+    user_score: float
+    ts: int
+
+
+Op = BookOp | TradeOp | OrderOp | UserTradeOp | SentimentOp
+
+
+class BookView(msgspec.Struct, frozen=True):
+    """A book snapshot for ``GET /api/v1/book/<market>``: the levels as of ``seq``."""
+
+    market: str
+    epoch: str
+    seq: int
+    bids: list[LevelRow]
+    asks: list[LevelRow]
+    checksum: int
+
+
+def _at(where: str, name: str) -> str:
+    if not where:
+        return name
+    return f"{where}{name}" if name.startswith("[") else f"{where}.{name}"
+
+
+class _MarketState:
+    __slots__ = (
+        "book",
+        "book_channel",
+        "book_loaded",
+        "book_local",
+        "candle_channels",
+        "candles",
+        "last_trade_id",
+        "market",
+        "stats",
+        "ticker_channel",
+        "top",
+        "trades_channel",
+    )
+
+    def __init__(self, market: Market, max_levels: int) -> None:
+        self.market = market
+        self.book = OrderBook(max_levels)
+        self.book_loaded = False
+        self.book_local = False
+        self.stats = Rolling24h()
+        self.candles = [CandleSeries(iv) for iv in CANDLE_INTERVALS]
+        self.last_trade_id = 0
+        self.top: tuple[Level | None, Level | None] = (None, None)
+        self.book_channel = f"book:{market.id}"
+        self.trades_channel = f"trades:{market.id}"
+        self.ticker_channel = f"ticker:{market.id}"
+        self.candle_channels = [f"candles:{market.id}:{iv}" for iv in CANDLE_INTERVALS]
+
+
+class Gateway:
+    """Validates market data, keeps the derived state, publishes through ``engine``.
+
+    One gateway should own each market: book state lives in the publishing process
+    (it is reloaded from the engine's snapshot when a gateway first touches a market).
+    All methods are coroutines for the event loop the engine runs on.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        markets: MarketRegistry | None = None,
+        settings: GatewaySettings | None = None,
+        *,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.engine = engine
+        self.markets = markets if markets is not None else default_registry()
+        self.settings = settings or GatewaySettings()
+        self.clock = clock
+        self._lock = asyncio.Lock()
+        self._states: dict[str, _MarketState] = {}
+        self._sentiment: dict[str, SentimentTracker] = {}
+
+    # --- building operations (static validation) -----------------------------------------
+
+    def market(self, market_id: str, *, where: str = "") -> Market:
+        """The market named ``market_id``; ``unknown_market`` otherwise."""
+        try:
+            return self.markets.require(market_id)
+        except MarketError as exc:
+            raise IngestError(exc.code, exc.message, field=_at(where, "market")) from None
+
+    def _price(self, market: Market, text: object, where: str) -> int:
+        try:
+            return market.parse_price(text)  # type: ignore[arg-type]
+        except DecimalError as exc:
+            raise IngestError(exc.code, f"{where}: {exc.message}", field=where) from None
+
+    def _size(self, market: Market, text: object, where: str, *, positive: bool = False) -> int:
+        try:
+            units = market.parse_size(text)  # type: ignore[arg-type]
+        except DecimalError as exc:
+            raise IngestError(exc.code, f"{where}: {exc.message}", field=where) from None
+        if positive and units == 0:
+            raise IngestError("bad_size", f"{where}: size must be positive", field=where)
+        return units
+
+    def _ts(self, ts: int | None, where: str) -> int:
+        now = self.clock()
+        if ts is None:
+            return now
+        if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+            raise IngestError("bad_timestamp", f"{where}: must be UNIX milliseconds", field=where)
+        if ts > now + self.settings.max_future_ms:
+            raise IngestError(
+                "bad_timestamp", f"{where}: {ts} lies too far in the future", field=where
+            )
+        return ts
+
+    @staticmethod
+    def _ident(value: object, where: str) -> str:
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
+            raise IngestError(
+                "bad_id",
+                f"{where}: must be a string of 1 to {MAX_ID_LENGTH} characters",
+                field=where,
+            )
+        return value
+
+    @staticmethod
+    def _choice(value: object, allowed: tuple[str, ...], where: str) -> str:
+        if value not in allowed:
+            raise IngestError(
+                "bad_value", f"{where}: must be one of {', '.join(allowed)}", field=where
+            )
+        return value  # type: ignore[return-value]
+
+    @staticmethod
+    def _user(user_id: object, where: str) -> str:
+        try:
+            parse_channel(f"user:{user_id}:orders")
+        except ChannelError:
+            raise IngestError(
+                "bad_user_id", f"{where}: malformed user id {user_id!r}", field=where
+            ) from None
+        return user_id  # type: ignore[return-value]
+
+    def book_op(
+        self,
+        market_id: str,
+        bids: Iterable[Sequence[str]] = (),
+        asks: Iterable[Sequence[str]] = (),
+        *,
+        reset: bool = False,
+        where: str = "",
+    ) -> BookOp:
+        """A book update from ``[price, size]`` string pairs."""
+        market = self.market(market_id, where=where)
+        sides: list[tuple[Level, ...]] = []
+        for name, rows in (("bids", bids), ("asks", asks)):
+            levels: list[Level] = []
+            for i, row in enumerate(rows):
+                at = _at(where, f"{name}[{i}]")
+                if len(row) != 2:
+                    raise IngestError("bad_level", f"{at}: expected [price, size]", field=at)
+                price = self._price(market, row[0], f"{at}[0]")
+                levels.append((price, self._size(market, row[1], f"{at}[1]")))
+            sides.append(tuple(levels))
+        return BookOp(market, sides[0], sides[1], reset)
+
+    def trade_op(
+        self,
+        market_id: str,
+        price: str,
+        size: str,
+        side: str,
+        *,
+        id: int | None = None,
+        ts: int | None = None,
+        where: str = "",
+    ) -> TradeOp:
+        """A public trade from strings."""
+        market = self.market(market_id, where=where)
+        p = self._price(market, price, _at(where, "price"))
+        s = self._size(market, size, _at(where, "size"), positive=True)
+        sd = self._choice(side, SIDES, _at(where, "side"))
+        if id is not None and (isinstance(id, bool) or not isinstance(id, int) or id < 0):
+            raise IngestError("bad_id", "id must be a non-negative integer", field=_at(where, "id"))
+        return TradeOp(market, p, s, sd, self._ts(ts, _at(where, "ts")), id)  # type: ignore[arg-type]
+
+    def order_op(
+        self,
+        user_id: str,
+        *,
+        id: str,
+        market: str,
+        side: str,
+        state: str,
+        size: str,
+        type: str = "limit",
+        price: str | None = None,
+        filled: str | None = None,
+        avg_price: str | None = None,
+        client_id: str | None = None,
+        trades_count: int = 0,
+        created_at: int | None = None,
+        updated_at: int | None = None,
+        where: str = "",
+    ) -> OrderOp:
+        """A private order update; ``remaining`` is computed as size - filled."""
+        uid = self._user(user_id, _at(where, "user_id"))
+        mk = self.market(market, where=where)
+        order_type = self._choice(type, ORDER_TYPES, _at(where, "type"))
+        if price is None and order_type == "limit":
+            raise IngestError(
+                "missing_field", "limit orders need a price", field=_at(where, "price")
+            )
+        price_u = None if price is None else self._price(mk, price, _at(where, "price"))
+        size_u = self._size(mk, size, _at(where, "size"), positive=True)
+        filled_u = 0 if filled is None else self._size(mk, filled, _at(where, "filled"))
+        if filled_u > size_u:
+            raise IngestError("bad_size", "filled must not exceed size", field=_at(where, "filled"))
+        avg_u = None if avg_price is None else self._price(mk, avg_price, _at(where, "avg_price"))
+        if client_id is not None:
+            self._ident(client_id, _at(where, "client_id"))
+        if isinstance(trades_count, bool) or not isinstance(trades_count, int) or trades_count < 0:
+            raise IngestError(
+                "bad_value",
+                "trades_count must be a non-negative integer",
+                field=_at(where, "trades_count"),
+            )
+        created = self._ts(created_at, _at(where, "created_at"))
+        updated = self._ts(updated_at, _at(where, "updated_at")) if updated_at else created
+        order = OrderData(
+            id=self._ident(id, _at(where, "id")),
+            market=mk.id,
+            side=self._choice(side, SIDES, _at(where, "side")),  # type: ignore[arg-type]
+            type=order_type,  # type: ignore[arg-type]
+            state=self._choice(state, ORDER_STATES, _at(where, "state")),  # type: ignore[arg-type]
+            price=None if price_u is None else mk.price(price_u),
+            size=mk.size(size_u),
+            filled=mk.size(filled_u),
+            remaining=mk.size(size_u - filled_u),
+            avg_price=None if avg_u is None else mk.price(avg_u),
+            client_id=client_id,
+            trades_count=trades_count,
+            created_at=created,
+            updated_at=updated,
+        )
+        return OrderOp(uid, order)
+
+    def user_trade_op(
+        self,
+        user_id: str,
+        *,
+        id: int,
+        order_id: str,
+        market: str,
+        side: str,
+        price: str,
+        size: str,
+        liquidity: str,
+        ts: int | None = None,
+        where: str = "",
+    ) -> UserTradeOp:
+        """A private fill; ``total`` is computed as price * size."""
+        uid = self._user(user_id, _at(where, "user_id"))
+        mk = self.market(market, where=where)
+        if isinstance(id, bool) or not isinstance(id, int) or id < 0:
+            raise IngestError("bad_id", "id must be a non-negative integer", field=_at(where, "id"))
+        p = self._price(mk, price, _at(where, "price"))
+        s = self._size(mk, size, _at(where, "size"), positive=True)
+        trade = UserTradeData(
+            id=id,
+            order_id=self._ident(order_id, _at(where, "order_id")),
+            market=mk.id,
+            side=self._choice(side, SIDES, _at(where, "side")),  # type: ignore[arg-type]
+            price=mk.price(p),
+            size=mk.size(s),
+            total=format_scaled(p * s, mk.price_places + mk.size_places),
+            liquidity=self._choice(  # type: ignore[arg-type]
+                liquidity, ("maker", "taker"), _at(where, "liquidity")
+            ),
+            ts=self._ts(ts, _at(where, "ts")),
+        )
+        return UserTradeOp(uid, trade)
+
+    def sentiment_op(
+        self,
+        ticker: str,
+        user_id: str,
+        sentiment: float,
+        user_score: float,
+        *,
+        ts: int | None = None,
+        where: str = "",
+    ) -> SentimentOp:
+        """A scored message: ``sentiment`` in [-1, 1], ``user_score`` >= 0."""
+        try:
+            self.markets.require_ticker(ticker)
+        except MarketError as exc:
+            raise IngestError(exc.code, exc.message, field=_at(where, "ticker")) from None
+        uid = self._ident(user_id, _at(where, "user_id"))
+        for name, value, low, high in (
+            ("sentiment", sentiment, -1.0, 1.0),
+            ("user_score", user_score, 0.0, math.inf),
+        ):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value) or not low <= value <= high:
+                raise IngestError(
+                    "out_of_range",
+                    f"{name} must be a finite number in [{low}, {high}]",
+                    field=_at(where, name),
+                )
+        return SentimentOp(
+            ticker, uid, float(sentiment), float(user_score), self._ts(ts, _at(where, "ts"))
+        )
+
+    # --- the Python API ---------------------------------------------------------------------
+
+    async def apply_book(
+        self,
+        market: str,
+        bids: Iterable[Sequence[str]] = (),
+        asks: Iterable[Sequence[str]] = (),
+        *,
+        reset: bool = False,
+    ) -> Publication | None:
+        """Apply ``[price, size]`` levels (absolute sizes, ``"0"`` removes) to a book and
+        publish the change; None when nothing changed. ``reset`` replaces the book."""
+        pubs = await self.publish_ops([self.book_op(market, bids, asks, reset=reset)])
+        return pubs[0] if pubs else None
+
+    async def apply_book_units(
+        self,
+        market: str,
+        bids: Iterable[Level] = (),
+        asks: Iterable[Level] = (),
+        *,
+        reset: bool = False,
+    ) -> Publication | None:
+        """:meth:`apply_book` with integer units at the market's precision."""
+        mk = self.market(market)
+        step_p, step_s = mk.price_increment.step, mk.size_increment.step
+        sides = (tuple(bids), tuple(asks))
+        for name, levels in zip(("bids", "asks"), sides, strict=True):
+            for i, (p, s) in enumerate(levels):
+                if p % step_p or s % step_s:
+                    raise IngestError(
+                        "wrong_precision", "level breaks the increment", field=f"{name}[{i}]"
+                    )
+        pubs = await self.publish_ops([BookOp(mk, sides[0], sides[1], reset)])
+        return pubs[0] if pubs else None
+
+    async def publish_trade(
+        self,
+        market: str,
+        price: str,
+        size: str,
+        side: str,
+        *,
+        id: int | None = None,
+        ts: int | None = None,
+    ) -> Publication:
+        """Publish a public trade (``side`` = taker side); updates ticker and candles.
+        Returns the ``trades:<market>`` publication."""
+        pubs = await self.publish_ops([self.trade_op(market, price, size, side, id=id, ts=ts)])
+        return pubs[0]
+
+    async def publish_trade_units(
+        self,
+        market: str,
+        price: int,
+        size: int,
+        side: Side,
+        *,
+        id: int | None = None,
+        ts: int | None = None,
+    ) -> Publication:
+        """:meth:`publish_trade` with integer units at the market's precision."""
+        mk = self.market(market)
+        if price <= 0 or price % mk.price_increment.step:
+            raise IngestError("wrong_precision", "price breaks the increment", field="price")
+        if size <= 0 or size % mk.size_increment.step:
+            raise IngestError("wrong_precision", "size breaks the increment", field="size")
+        self._choice(side, SIDES, "side")
+        op = TradeOp(mk, price, size, side, self._ts(ts, "ts"), id)
+        pubs = await self.publish_ops([op])
+        return pubs[0]
+
+    async def publish_order(self, user_id: str, **order: object) -> Publication:
+        """Publish an order update on ``user:<uid>:orders``; keyword arguments as
+        :meth:`order_op` (id, market, side, state, size, type, price, filled, ...)."""
+        op = self.order_op(user_id, **order)  # type: ignore[arg-type]
+        return (await self.publish_ops([op]))[0]
+
+    async def publish_user_trade(self, user_id: str, **trade: object) -> Publication:
+        """Publish a fill on ``user:<uid>:trades``; keyword arguments as
+        :meth:`user_trade_op` (id, order_id, market, side, price, size, liquidity, ts)."""
+        op = self.user_trade_op(user_id, **trade)  # type: ignore[arg-type]
+        return (await self.publish_ops([op]))[0]
+
+    async def publish_sentiment(
+        self,
+        ticker: str,
+        user_id: str,
+        sentiment: float,
+        user_score: float,
+        *,
+        ts: int | None = None,
+    ) -> list[Publication]:
+        """Count a scored message; publishes the series points it closed, then the
+        message itself, on ``sentiment:<ticker>``."""
+        return await self.publish_ops(
+            [self.sentiment_op(ticker, user_id, sentiment, user_score, ts=ts)]
+        )
+
+    async def tick(self, now: int | None = None) -> list[Publication]:
+        """Close the sentiment periods that ended by ``now`` and publish their points.
+        :meth:`run` calls this every second."""
+        now = self.clock() if now is None else now
+        async with self._lock:
+            items: list[Item] = []
+            for ticker, tracker in self._sentiment.items():
+                items.extend(self._sentiment_items(ticker, tracker.advance(now)))
+            return await self._emit(items)
+
+    async def run(self, interval: float = 1.0) -> None:
+        """Call :meth:`tick` every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.tick()
+
+    async def publish_ops(self, ops: Sequence[Op]) -> list[Publication]:
+        """Apply and publish ``ops`` in order, all or nothing. Raises
+        :class:`IngestError` (with ``index`` for batches) and changes nothing if any
+        operation is refused."""
+        async with self._lock:
+            for op in ops:
+                if isinstance(op, BookOp | TradeOp):
+                    await self._load(self._state(op.market))
+            if len(ops) > 1:
+                self._validate(ops)
+            items: list[Item] = []
+            for i, op in enumerate(ops):
+                try:
+                    items.extend(self._commit(op))
+                except IngestError as exc:
+                    exc.index = i if len(ops) > 1 else None
+                    raise
+            return await self._emit(items)
+
+    async def book_view(self, market_id: str, depth: int) -> BookView:
+        """The book of ``market_id`` to ``depth`` levels per side and the seq of the
+        ``book:<market>`` publication it corresponds to."""
+        market = self.market(market_id)
+        channel = f"book:{market.id}"
+        async with self._lock:
+            st = self._states.get(market.id)
+            if st is not None and st.book_local:
+                pos = await self.engine.position(channel)
+                bids, asks = (
+                    self._rows(st, st.book.bids(depth)),
+                    self._rows(st, st.book.asks(depth)),
+                )
+                return BookView(market.id, pos.epoch, pos.seq, bids, asks, st.book.checksum())
+        # Another process publishes this book: answer from the engine's snapshot.
+        snap = await self.engine.snapshot(channel)
+        if snap is None:
+            pos = await self.engine.position(channel)
+            return BookView(market.id, pos.epoch, pos.seq, [], [], 0)
+        data = _decode_book(snap.data)
+        return BookView(
+            market.id, snap.epoch, snap.seq, data.bids[:depth], data.asks[:depth], data.checksum
+        )
+
+    # --- state -------------------------------------------------------------------------------
+
+    def _state(self, market: Market) -> _MarketState:
+        st = self._states.get(market.id)
+        if st is None:
+            st = self._states[market.id] = _MarketState(market, self.settings.book_max_levels)
+        return st
+
+    async def _load(self, st: _MarketState) -> None:
+        """Continue the book from the engine's snapshot the first time we touch it."""
+        if st.book_loaded:
+            return
+        snap = await self.engine.snapshot(st.book_channel)
+        st.book_loaded = True
+        if snap is None:
+            return
+        try:
+            data = _decode_book(snap.data)
+            op = self.book_op(st.market.id, data.bids, data.asks)
+            st.book.replace(op.bids, op.asks)
+        except (msgspec.DecodeError, IngestError, BookError):
+            return  # a snapshot we cannot read: start from an empty book
+        st.top = (st.book.best_bid(), st.book.best_ask())
+
+    def _validate(self, ops: Sequence[Op]) -> None:
+        """Dry-run a batch against the state: raises the first refusal, changes nothing."""
+        applied: list[tuple[OrderBook, BookChange]] = []
+        open_start: dict[str, int] = {}
+        try:
+            for i, op in enumerate(ops):
+                try:
+                    if isinstance(op, BookOp):
+                        book = self._states[op.market.id].book
+                        change = (
+                            book.replace(op.bids, op.asks)
+                            if op.reset
+                            else book.apply(op.bids, op.asks)
+                        )
+                        applied.append((book, change))
+                    elif isinstance(op, TradeOp):
+                        # The 1m candle opened last, so it alone decides what is closed.
+                        minute = self._states[op.market.id].candles[0]
+                        current = minute.current
+                        start = open_start.get(
+                            op.market.id, -1 if current is None else current.start
+                        )
+                        if op.ts < start:
+                            raise CandleError(
+                                "trade_out_of_order",
+                                f"trade time {op.ts} falls in a closed 1m candle "
+                                f"(the open one started at {start})",
+                            )
+                        open_start[op.market.id] = max(start, minute.start_of(op.ts))
+                except (BookError, CandleError) as exc:
+                    raise self._refusal(op, exc, i) from None
+        finally:
+            for book, change in reversed(applied):
+                book.revert(change)
+
+    @staticmethod
+    def _refusal(op: Op, exc: BookError | CandleError, index: int | None) -> IngestError:
+        if isinstance(exc, CandleError):
+            fld = "ts"
+        elif exc.code == "crossed_book":
+            fld = "bids" if isinstance(op, BookOp) and op.bids else "asks"
+        else:
+            fld = exc.side or "bids"
+        return IngestError(exc.code, exc.message, field=fld, index=index)
+
+    def _commit(self, op: Op) -> list[Item]:
+        if isinstance(op, BookOp):
+            return self._commit_book(op)
+        if isinstance(op, TradeOp):
+            return self._commit_trade(op)
+        if isinstance(op, OrderOp):
+            return [(f"user:{op.user_id}:orders", _encode(op.order), None)]
+        if isinstance(op, UserTradeOp):
+            return [(f"user:{op.user_id}:trades", _encode(op.trade), None)]
+        tracker = self._sentiment.get(op.ticker)
+        if tracker is None:
+            tracker = self._sentiment[op.ticker] = SentimentTracker(
+                op.ticker, self.settings.sentiment
+            )
+        events = tracker.add(op.ts, op.user_id, op.sentiment, op.user_score)
+        return self._sentiment_items(op.ticker, events)
+
+    @staticmethod
+    def _sentiment_items(ticker: str, events: Iterable[SentimentData]) -> list[Item]:
+        channel = f"sentiment:{ticker}"
+        return [(channel, _encode(ev), None) for ev in events]
+
+    @staticmethod
+    def _rows(st: _MarketState, levels: Iterable[Level]) -> list[LevelRow]:
+        price, size = st.market.price, st.market.size
+        return [(price(p), size(s)) for p, s in levels]
+
+    def _commit_book(self, op: BookOp) -> list[Item]:
+        st = self._states[op.market.id]
+        book = st.book
+        try:
+            change = book.replace(op.bids, op.asks) if op.reset else book.apply(op.bids, op.asks)
+        except BookError as exc:
+            raise self._refusal(op, exc, None) from None
+        if change.empty:
+            return []
+        st.book_local = True
+        checksum = book.checksum()
+        data = BookData(self._rows(st, change.bids), self._rows(st, change.asks), checksum)
+        depth = self.settings.book_snapshot_depth
+        snap = BookData(
+            self._rows(st, book.bids(depth)), self._rows(st, book.asks(depth)), checksum
+        )
+        items: list[Item] = [(st.book_channel, _encode(data), _encode(snap))]
+        top = (book.best_bid(), book.best_ask())
+        if top != st.top:
+            st.top = top
+            items.append(self._ticker_item(st))
+        return items
+
+    def _commit_trade(self, op: TradeOp) -> list[Item]:
+        st = self._states[op.market.id]
+        try:
+            for series in st.candles:
+                series.check(op.ts)
+        except CandleError as exc:
+            raise self._refusal(op, exc, None) from None
+        mk = op.market
+        if op.id is None:
+            st.last_trade_id += 1
+            trade_id = st.last_trade_id
+        else:
+            trade_id = op.id
+            st.last_trade_id = max(st.last_trade_id, op.id)
+        price_s, size_s = mk.price(op.price), mk.size(op.size)
+        trade = TradeData(trade_id, price_s, size_s, op.side, op.ts)
+        items: list[Item] = [(st.trades_channel, _encode(trade), None)]
+        st.stats.add(op.ts, op.price, op.size)
+        items.append(self._ticker_item(st))
+        for channel, series in zip(st.candle_channels, st.candles, strict=True):
+            c = series.add(op.ts, op.price, op.size)
+            candle = CandleData(
+                series.interval,
+                c.start,
+                mk.price(c.open),
+                mk.price(c.high),
+                mk.price(c.low),
+                mk.price(c.close),
+                mk.size(c.volume),
+                c.trades,
+            )
+            raw = _encode(candle)
+            items.append((channel, raw, raw))
+        return items
+
+    def _ticker_item(self, st: _MarketState) -> Item:
+        mk, stats = st.market, st.stats
+        s = stats.stats()
+        bid, ask = st.book.best_bid(), st.book.best_ask()
+        last = stats.last_price
+        change = pct = None
+        if last is not None and s.open is not None:
+            change = mk.price(last - s.open)
+            ratio = Decimal(last - s.open) * 100 / Decimal(s.open)
+            pct = str(ratio.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+        def opt(units: int | None, fmt: Callable[[int], str]) -> str | None:
+            return None if units is None else fmt(units)
+
+        ticker = TickerData(
+            last=opt(last, mk.price),
+            last_size=opt(stats.last_size, mk.size),
+            best_bid=None if bid is None else mk.price(bid[0]),
+            best_bid_size=None if bid is None else mk.size(bid[1]),
+            best_ask=None if ask is None else mk.price(ask[0]),
+            best_ask_size=None if ask is None else mk.size(ask[1]),
+            open_24h=opt(s.open, mk.price),
+            high_24h=opt(s.high, mk.price),
+            low_24h=opt(s.low, mk.price),
+            volume_24h=mk.size(s.volume),
+            quote_volume_24h=format_scaled(s.quote_volume, mk.price_places + mk.size_places),
+            change_24h=change,
+            change_pct_24h=pct,
+            ts=self.clock(),
+        )
+        raw = _encode(ticker)
+        return (st.ticker_channel, raw, raw)
+
+    async def _emit(self, items: Sequence[Item]) -> list[Publication]:
+        publish = self.engine.publish
+        return [await publish(channel, data, snapshot=snap) for channel, data, snap in items]
