@@ -324,3 +324,20 @@ async def test_sentiment_message_is_published() -> None:
         "sentiment": 0.25,
         "user_score": 0.8,
     }
+
+
+async def test_tick_publishes_closed_sentiment_points() -> None:
+    gw, _, clock = await make()
+    start = clock.now - clock.now % 60_000
+    await gw.publish_sentiment("NVDA", "u1", 0.5, 1.0, ts=start + 10)
+    await gw.publish_sentiment("NVDA", "u2", -0.1, 3.0, ts=start + 20)
+    assert await gw.tick(start + 999) == []
+    pubs = await gw.tick(start + 60_000)
+    kinds = [msgspec.json.decode(p.data)["type"] for p in pubs]
+    assert kinds == ["mp"] * 60 + ["crowd"]
+    crowd = msgspec.json.decode(pubs[-1].data)
+    assert crowd["ts"] == start and crowd["volume"] == 2
+    assert crowd["crowd_sentiment"] == pytest.approx(0.2)
+    first_mp = msgspec.json.decode(pubs[0].data)
+    assert first_mp["mp_sentiment"] == pytest.approx((0.5 - 0.3) / 4)
+    assert all(p.channel == "sentiment:NVDA" for p in pubs)
