@@ -193,3 +193,33 @@ DEFAULT_MARKETS = MarketsConfig(
 def default_registry() -> MarketRegistry:
     """The registry used when the config names no markets (the demo's)."""
     return MarketRegistry.from_config(DEFAULT_MARKETS)
+
+
+#: Price and size increments of a market named in the config without a definition.
+GENERIC_INCREMENTS = ("0.01", "0.00000001")
+
+
+def build_registry(
+    market_ids: Iterable[str],
+    tickers: Iterable[str] = (),
+    definitions: Iterable[MarketConfig] = (),
+) -> MarketRegistry:
+    """The registry of the markets named in ``market_ids``: each defined in
+    ``definitions``, by :data:`DEFAULT_MARKETS` (BTC-USD, ETH-USD, SOL-USD), or else,
+    for a ``BASE-QUOTE`` id, with :data:`GENERIC_INCREMENTS`."""
+    known = {m.id: m for m in DEFAULT_MARKETS.markets}
+    known.update({m.id: m for m in definitions})
+    markets = []
+    for market_id in market_ids:
+        cfg = known.get(market_id)
+        if cfg is None:
+            base, dash, quote = market_id.partition("-")
+            if not (base and dash and quote):
+                raise MarketError(
+                    "unknown_market",
+                    f"market {market_id!r} has no definition and is not BASE-QUOTE: describe "
+                    "it in market_specs (id, base, quote, price_increment, size_increment)",
+                )
+            cfg = MarketConfig(market_id, base, quote, *GENERIC_INCREMENTS)
+        markets.append(make_market(cfg))
+    return MarketRegistry(markets, tickers)

@@ -15,6 +15,7 @@ from tickwire.engine.redis import redact
 from tickwire.server import metrics
 from tickwire.server.auth_routes import install_auth
 from tickwire.server.config import Config
+from tickwire.server.data_routes import install_market_data
 from tickwire.server.node import NODE_KEY, Node
 from tickwire.server.ws_native import native_handler
 
@@ -57,6 +58,8 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     node.verify_token = install_auth(app, config).verify_token  # POST /jwt, /login; tokens
+    # Market data: gateway, publish + book HTTP API, demo market (docs/market-data.md).
+    install_market_data(app, config, node)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await node.start()

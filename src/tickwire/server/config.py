@@ -15,6 +15,9 @@ from typing import Any
 
 import msgspec
 
+from tickwire.model.markets import MarketConfig, MarketError, build_registry
+from tickwire.model.sentiment import SentimentSettings
+
 
 class ConfigError(ValueError):
     """A config value that does not fit the schema; the message names the field."""
@@ -107,6 +110,23 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Required ``aud`` of identity-provider tokens (unset: not checked).
     bearer_audience: str | None = None
 
+    # --- market data and ingest (docs/market-data.md) ---
+    #: Definitions (id, base, quote, price_increment, size_increment, aliases) of markets
+    #: beyond the built-in BTC-USD, ETH-USD and SOL-USD; TOML ``[[market_specs]]`` tables.
+    market_specs: list[MarketConfig] = msgspec.field(default_factory=list)
+    #: Bearer token accepted by ``POST /api/v1/publish``; unset disables publishing.
+    publish_token: str | None = None
+    #: Most events in one ``POST /api/v1/publish`` batch.
+    publish_max_events: int = 1000
+    #: Largest ``POST /api/v1/publish`` body in bytes.
+    publish_max_bytes: int = 1_048_576
+    #: Most price levels a book holds per side (deeper updates are refused).
+    book_max_levels: int = 10_000
+    #: Levels per side in the book snapshot new subscribers start from.
+    book_snapshot_depth: int = 1000
+    #: Sentiment window lengths by name (``crowd_ma_window = 15``, ...; TOML only).
+    sentiment_windows: dict[str, int] = msgspec.field(default_factory=dict)
+
     def __repr__(self) -> str:
         """Like the default, with secrets and private keys shown as ``'***'``."""
         shown = ", ".join(
@@ -139,10 +159,22 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("auth_rate_burst", self.auth_rate_burst >= 1),
             ("auth_rate_per_minute", self.auth_rate_per_minute > 0),
             ("token_expiry_grace", self.token_expiry_grace >= 0),
+            ("publish_max_events", self.publish_max_events >= 1),
+            ("publish_max_bytes", self.publish_max_bytes >= 1024),
+            ("book_max_levels", self.book_max_levels >= 1),
+            ("book_snapshot_depth", self.book_snapshot_depth >= 10),
         ]
         for name, ok in checks:
             if not ok:
                 raise ConfigError(f"config field {name!r} is out of range: {getattr(self, name)!r}")
+        try:
+            build_registry(self.markets, self.tickers, self.market_specs)
+        except MarketError as exc:
+            raise ConfigError(f"config field 'markets': {exc.message}") from None
+        try:
+            SentimentSettings(**self.sentiment_windows)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config field 'sentiment_windows': {exc}") from None
 
 
 FIELDS: tuple[str, ...] = Config.__struct_fields__
