@@ -150,7 +150,7 @@ updates = st.lists(
 def test_any_update_sequence_keeps_book_sorted_uncrossed_and_checksum_consistent(
     seq: list[tuple[list[Level], list[Level]]], pp: int, sp: int
 ) -> None:
-    book = OrderBook()
+    book = OrderBook(render=lambda p, s: f"{p}:{s}".encode())
     model_bids: dict[int, int] = {}
     model_asks: dict[int, int] = {}
     for bids, asks in seq:
@@ -179,6 +179,8 @@ def test_any_update_sequence_keeps_book_sorted_uncrossed_and_checksum_consistent
         assert got_asks == sorted(model_asks.items())
         if got_bids and got_asks:
             assert got_bids[0][0] < got_asks[0][0]
+        assert book.rendered(True) == [f"{p}:{s}".encode() for p, s in got_bids]
+        assert book.rendered(False, 3) == [f"{p}:{s}".encode() for p, s in got_asks[:3]]
         fresh = OrderBook()
         fresh.apply(book.bids(10), book.asks(10))
         assert fresh.checksum() == book.checksum()

@@ -174,7 +174,12 @@ class _MarketState:
 
     def __init__(self, market: Market, max_levels: int) -> None:
         self.market = market
-        self.book = OrderBook(max_levels)
+        price, size = market.price, market.size
+
+        def render(p: int, s: int) -> bytes:
+            return f'["{price(p)}","{size(s)}"]'.encode()
+
+        self.book = OrderBook(max_levels, render)
         self.book_loaded = False
         self.book_local = False
         self.stats = Rolling24h()
@@ -713,10 +718,17 @@ class Gateway:
         checksum = book.checksum()
         data = BookData(self._rows(st, change.bids), self._rows(st, change.asks), checksum)
         depth = self.settings.book_snapshot_depth
-        snap = BookData(
-            self._rows(st, book.bids(depth)), self._rows(st, book.asks(depth)), checksum
+        # The snapshot is BookData too, assembled from the book's cached level renderings.
+        snap = b"".join(
+            (
+                b'{"bids":[',
+                b",".join(book.rendered(True, depth)),
+                b'],"asks":[',
+                b",".join(book.rendered(False, depth)),
+                b'],"checksum":%d}' % checksum,
+            )
         )
-        items: list[Item] = [(st.book_channel, _encode(data), _encode(snap))]
+        items: list[Item] = [(st.book_channel, _encode(data), snap)]
         top = (book.best_bid(), book.best_ask())
         if top != st.top:
             st.top = top

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 #: A price level: ``(price_units, size_units)``.
@@ -47,15 +47,18 @@ class BookChange:
 
 
 class _Side:
-    """One side of the book: sizes by price and the prices kept sorted best first."""
+    """One side of the book: sizes by price and the prices kept sorted best first, with
+    (when the book has a ``render``) each level's rendering kept in the same order."""
 
-    __slots__ = ("keys", "sign", "sizes")
+    __slots__ = ("keys", "render", "rows", "sign", "sizes")
 
-    def __init__(self, is_bid: bool) -> None:
+    def __init__(self, is_bid: bool, render: Callable[[int, int], bytes] | None) -> None:
         self.sizes: dict[int, int] = {}
         # Sorted ascending keys; bids are stored negated so index 0 is always the best.
         self.keys: list[int] = []
         self.sign = -1 if is_bid else 1
+        self.render = render
+        self.rows: list[bytes] = []
 
     def set(self, price: int, size: int) -> int:
         """Set the level's absolute size (0 removes); returns the previous size."""
@@ -64,15 +67,24 @@ class _Side:
         if size == old:
             return old
         key = price * self.sign
+        keys = self.keys
+        render = self.render
         if size == 0:
             del sizes[price]
-            keys = self.keys
-            del keys[bisect_left(keys, key)]
-        else:
-            if old == 0:
-                keys = self.keys
-                keys.insert(bisect_left(keys, key), key)
+            i = bisect_left(keys, key)
+            del keys[i]
+            if render is not None:
+                del self.rows[i]
+        elif old == 0:
+            i = bisect_left(keys, key)
+            keys.insert(i, key)
             sizes[price] = size
+            if render is not None:
+                self.rows.insert(i, render(price, size))
+        else:
+            sizes[price] = size
+            if render is not None:
+                self.rows[bisect_left(keys, key)] = render(price, size)
         return old
 
     def best(self) -> int | None:
@@ -90,12 +102,18 @@ class OrderBook:
     :meth:`apply` takes absolute sizes per level (size 0 removes the level) for both
     sides at once and either applies all of them or, if the result would be crossed,
     locked or deeper than ``max_levels`` on a side, none of them.
+
+    With ``render(price, size) -> bytes`` the book also keeps every level's rendering,
+    in book order, so :meth:`rendered` costs no formatting (only changed levels are
+    rendered, when they change).
     """
 
-    def __init__(self, max_levels: int = 10_000) -> None:
+    def __init__(
+        self, max_levels: int = 10_000, render: Callable[[int, int], bytes] | None = None
+    ) -> None:
         self.max_levels = max_levels
-        self._bids = _Side(True)
-        self._asks = _Side(False)
+        self._bids = _Side(True, render)
+        self._asks = _Side(False, render)
 
     def __len__(self) -> int:
         return len(self._bids.sizes) + len(self._asks.sizes)
@@ -126,6 +144,11 @@ class OrderBook:
     def asks(self, depth: int | None = None) -> list[Level]:
         """Ask levels, best (lowest) first; at most ``depth`` of them."""
         return self._asks.top(depth)
+
+    def rendered(self, is_bid: bool, depth: int | None = None) -> list[bytes]:
+        """The renderings of one side's levels, best first (requires ``render``)."""
+        rows = (self._bids if is_bid else self._asks).rows
+        return rows if depth is None else rows[:depth]
 
     def apply(self, bids: Iterable[Level] = (), asks: Iterable[Level] = ()) -> BookChange:
         """Apply absolute level sizes; all or nothing. Raises :class:`BookError`:

@@ -152,7 +152,9 @@ class _CrowdSeries:
         self.ma = RollingWindow(s.crowd_ma_window)
         self.z = RollingWindow(s.crowd_z_window)
         self.z_ma = RollingWindow(s.crowd_z_ma_window)
-        self.volume_ma = RollingWindow(s.volume_ma_window)
+        # Volumes are integers: their window sum is kept exactly.
+        self.volumes: deque[int] = deque(maxlen=s.volume_ma_window)
+        self.volume_sum = 0
         self.count = 0
         self.total = 0.0
 
@@ -162,9 +164,12 @@ class _CrowdSeries:
         self.z.push(crowd)
         z = self.z.z_score(crowd, self.min_std)
         self.z_ma.push(z)
-        self.volume_ma.push(float(self.count))
-        vol_ma = self.volume_ma.mean
-        buzz = self.count / vol_ma if vol_ma else None
+        volumes = self.volumes
+        if len(volumes) == volumes.maxlen:
+            self.volume_sum -= volumes[0]
+        volumes.append(self.count)
+        self.volume_sum += self.count
+        buzz = self.count * len(volumes) / self.volume_sum if self.volume_sum else None
         point = CrowdSentiment(
             start, self.ticker, crowd, self.ma.mean, z, self.z_ma.mean, self.count, buzz
         )
