@@ -11,7 +11,9 @@ import pytest
 
 from tests.harness import Client, Gateway, run_gateway
 from tests.test_book import kraken_reference
+from tickwire.auth.keys import KeyKind, create_key
 from tickwire.ingest.gateway import Gateway as Ingest
+from tickwire.server.auth_routes import AUTH_KEY
 from tickwire.server.data_routes import GATEWAY_KEY, PUBLISHER_AUTH_KEY, _IdempotencyKeys
 
 TOKEN = "s3cret-publisher-token"
@@ -200,8 +202,21 @@ async def test_auth_and_limits() -> None:
         assert status == 401
 
 
-async def test_publishing_disabled_without_credentials() -> None:
-    async with run_gateway() as gw:
+async def test_key_store_publisher_keys() -> None:
+    async with run_gateway() as gw:  # no publish_token: only key-store keys
+        auth = gw.runner.app[AUTH_KEY]
+        pub = await create_key(auth.store, kind=KeyKind.PUBLISHER, user_id="feed")
+        other = await create_key(auth.store, kind=KeyKind.SECRET, user_id="alice")
+        assert pub.secret and other.secret
+        status, body = await post(gw, {"events": [GOOD]}, {"Authorization": "Bearer " + pub.secret})
+        assert (status, body["accepted"]) == (200, 1)
+        for secret in (other.secret, TOKEN):  # a reader's key is not a publisher key
+            status, body = await post(gw, {"events": [GOOD]}, {"Authorization": "Bearer " + secret})
+            assert (status, body["error"]["code"]) == (401, "unauthorized")
+        await auth.store.revoke(pub.record.name, auth.now())
+        status, _ = await post(gw, {"events": [GOOD]}, {"Authorization": "Bearer " + pub.secret})
+        assert status == 401
+        gw.runner.app[PUBLISHER_AUTH_KEY].check = None
         status, body = await post(gw, {"events": [GOOD]})
         assert (status, body["error"]["code"]) == (403, "publish_disabled")
 

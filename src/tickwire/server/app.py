@@ -57,9 +57,10 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
-    node.verify_token = install_auth(app, config).verify_token  # POST /jwt, /login; tokens
+    auth = install_auth(app, config)
+    node.verify_token = auth.verify_token  # POST /jwt, /login; tokens
     # Market data: gateway, publish + book HTTP API, demo market (docs/market-data.md).
-    install_market_data(app, config, node)
+    install_market_data(app, config, node, publisher_keys=auth.verify_secret)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await node.start()

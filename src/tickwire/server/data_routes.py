@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from tickwire.auth.principal import AuthError, Principal
 from tickwire.engine.base import EngineError
 from tickwire.ingest.demo import DemoMarket
 from tickwire.ingest.gateway import Gateway, GatewaySettings, IngestError
@@ -60,6 +61,35 @@ def static_token_check(token: str | None, name: str = "publisher") -> PublisherC
             return None
         digest = hashlib.sha256(presented.encode()).digest()
         return name if hmac.compare_digest(digest, expected) else None
+
+    return check
+
+
+def secret_check(verify: Callable[[str], Awaitable[Principal]]) -> PublisherCheck:
+    """A check backed by the key store: ``verify`` is ``Authenticator.verify_secret``
+    (keys of kind ``publisher``); the publisher is named by its key name."""
+
+    async def check(presented: str | None) -> str | None:
+        if presented is None:
+            return None
+        try:
+            principal = await verify(presented)
+        except AuthError:
+            return None
+        return principal.key_name or principal.user_id
+
+    return check
+
+
+def first_of(*checks: PublisherCheck) -> PublisherCheck:
+    """A check that accepts what any of ``checks`` accepts (tried in order)."""
+
+    async def check(presented: str | None) -> str | None:
+        for one in checks:
+            name = await one(presented)
+            if name is not None:
+                return name
+        return None
 
     return check
 
@@ -279,10 +309,17 @@ def add_data_routes(
     return auth
 
 
-def install_market_data(app: web.Application, config: Config, node: Node) -> Gateway:
+def install_market_data(
+    app: web.Application,
+    config: Config,
+    node: Node,
+    *,
+    publisher_keys: Callable[[str], Awaitable[Principal]] | None = None,
+) -> Gateway:
     """Build the gateway from ``config``, add the data routes, and register the
     background duties with ``node``: sentiment period closing, and the demo market
-    when ``config.demo`` is set."""
+    when ``config.demo`` is set. Publishers authenticate with ``config.publish_token``
+    or a key-store ``publisher`` key (``publisher_keys``: ``verify_secret``)."""
     registry = build_registry(config.markets, config.tickers, config.market_specs)
     settings = GatewaySettings(
         book_max_levels=config.book_max_levels,
@@ -290,7 +327,10 @@ def install_market_data(app: web.Application, config: Config, node: Node) -> Gat
         sentiment=SentimentSettings(**config.sentiment_windows),  # type: ignore[arg-type]
     )
     gateway = Gateway(node.engine, registry, settings)
-    check = static_token_check(config.publish_token) if config.publish_token else None
+    checks = [static_token_check(config.publish_token)] if config.publish_token else []
+    if publisher_keys is not None:
+        checks.append(secret_check(publisher_keys))
+    check = first_of(*checks) if checks else None
     publish = PublishSettings(
         max_events=config.publish_max_events,
         max_body_bytes=config.publish_max_bytes,
