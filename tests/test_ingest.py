@@ -124,6 +124,9 @@ async def test_ticker_window_rolls_after_24h() -> None:
     assert (ticker.open_24h, ticker.high_24h, ticker.low_24h) == ("160.000", "160.000", "155.000")
     assert ticker.volume_24h == "5.00" and ticker.change_24h == "-5.000"
     assert ticker.change_pct_24h == "-3.13"
+    await gw.publish_trade("SOL-USD", "159.999", "1", "sell", ts=clock.now)
+    ticker = data(await engine.snapshot("ticker:SOL-USD"), TickerData)  # type: ignore[arg-type]
+    assert (ticker.change_24h, ticker.change_pct_24h) == ("-0.001", "0.00")
 
 
 async def test_out_of_order_trade_refused() -> None:

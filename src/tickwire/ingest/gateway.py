@@ -779,7 +779,8 @@ class Gateway:
         if last is not None and s.open is not None:
             change = mk.price(last - s.open)
             ratio = Decimal(last - s.open) * 100 / Decimal(s.open)
-            pct = str(ratio.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+            rounded = ratio.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            pct = str(rounded) if rounded else "0.00"  # never "-0.00"
 
         def opt(units: int | None, fmt: Callable[[int], str]) -> str | None:
             return None if units is None else fmt(units)
