@@ -99,7 +99,7 @@ GOOD = book(bids=[["100", "1"]], asks=[["101", "1"]])
 @pytest.mark.parametrize(
     ("events", "status", "code", "field", "index"),
     [
-        ([GOOD, book("DOGE-USD", [["1", "1"]])], 404, "unknown_market", "events[1].market", 1),
+        ([GOOD, book("DOGE-USD", [["1", "1"]])], 400, "unknown_market", "events[1].market", 1),
         ([GOOD, book(bids=[["99.001", "1"]])], 400, "wrong_precision", "events[1].bids[0][0]", 1),
         ([book(asks=[["101", "-2"]])], 400, "negative_size", "events[0].asks[0][1]", 0),
         ([book(bids=[["ten", "1"]])], 400, "not_a_number", "events[0].bids[0][0]", 0),

@@ -41,7 +41,6 @@ _encode = msgspec.json.Encoder().encode
 STATUS: dict[str, int] = {
     "unauthorized": 401,
     "publish_disabled": 403,
-    "unknown_market": 404,
     "duplicate_idempotency_key": 409,
     "body_too_large": 413,
     "batch_too_large": 413,
@@ -113,7 +112,13 @@ class PublishSettings:
 
 
 def _error(
-    code: str, message: str, *, field: str | None = None, index: int | None = None, **extra: Any
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    index: int | None = None,
+    status: int | None = None,
+    **extra: Any,
 ) -> web.Response:
     body: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
@@ -124,7 +129,7 @@ def _error(
     headers = {"WWW-Authenticate": "Bearer"} if code == "unauthorized" else None
     return web.Response(
         body=_encode({"error": body}),
-        status=STATUS.get(code, 400),
+        status=status or STATUS.get(code, 400),
         content_type="application/json",
         headers=headers,
     )
@@ -301,7 +306,7 @@ def add_data_routes(
         try:
             view = await gateway.book_view(market, depth)
         except IngestError as exc:
-            return _error(exc.code, exc.message, field="market")
+            return _error(exc.code, exc.message, field="market", status=404)
         return web.Response(body=_encode(view), content_type="application/json")
 
     app.router.add_post("/api/v1/publish", publish)
