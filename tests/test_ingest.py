@@ -9,8 +9,9 @@ import msgspec
 import pytest
 
 from tests.conftest import Recorder
-from tickwire.engine import MemoryEngine
+from tickwire.engine import Engine, MemoryEngine
 from tickwire.ingest.gateway import Gateway, GatewaySettings, IngestError
+from tickwire.model.book import OrderBook
 from tickwire.model.payloads import BookData, CandleData, OrderData, TickerData, TradeData
 from tickwire.model.publication import Publication
 
@@ -344,3 +345,31 @@ async def test_tick_publishes_closed_sentiment_points() -> None:
     first_mp = msgspec.json.decode(pubs[0].data)
     assert first_mp["mp_sentiment"] == pytest.approx((0.5 - 0.3) / 4)
     assert all(p.channel == "sentiment:NVDA" for p in pubs)
+
+
+async def test_gateway_on_every_engine(engine: tuple[Engine, Recorder]) -> None:
+    eng, rec = engine
+    await eng.subscribe(["book:ETH-USD", "trades:ETH-USD"])
+    gw = Gateway(eng)
+    await gw.apply_book("ETH-USD", [["3000", "1"], ["2999.5", "2"]], [["3001", "1"]])
+    await gw.publish_trade("ETH-USD", "3001", "0.5", "buy")
+    await gw.apply_book("ETH-USD", [], [["3001", "0.5"]])
+    view = await gw.book_view("ETH-USD", 10)
+    assert view.seq == 2 and view.asks == [("3001.00", "0.5000")]
+    # A new gateway (a restarted publisher) continues the book from the engine snapshot.
+    again = Gateway(eng)
+    pub = await again.apply_book("ETH-USD", [["2999.5", "0"]], [])
+    assert pub is not None and pub.seq == 3
+    await rec.wait(lambda: len(rec.pubs) >= 4)
+    replay = OrderBook()
+    mk = again.market("ETH-USD")
+    for p in rec.pubs:
+        if p.channel == "book:ETH-USD":
+            d = data(p, BookData)
+            replay.apply(
+                [(mk.parse_price(a), mk.parse_size(b)) for a, b in d.bids],
+                [(mk.parse_price(a), mk.parse_size(b)) for a, b in d.asks],
+            )
+            assert replay.checksum() == d.checksum
+    assert [p.seq for p in rec.pubs if p.channel == "book:ETH-USD"] == [1, 2, 3]
+    assert (await again.book_view("ETH-USD", 10)).bids == [("3000.00", "1.0000")]
