@@ -255,9 +255,21 @@ async def test_a_publication_reaches_every_node_with_the_same_seq_and_epoch(
         want = {
             c: [("pub", p.epoch, p.seq) for p in sent if p.channel == c] for c in (TRADES, TICKER)
         }
+        last_ticker = want[TICKER][-1]
         for s in (on_a, on_b):
-            await s.wait(lambda s=s: all(len(s.streams[c].events) == len(want[c]) for c in want))
-            assert {c: s.streams[c].events for c in want} == want
+            await s.wait(
+                lambda s=s: (
+                    len(s.streams[TRADES].events) == len(want[TRADES])
+                    and bool(s.streams[TICKER].events)
+                    and s.streams[TICKER].events[-1][1:] == last_ticker[1:]
+                )
+            )
+            assert s.streams[TRADES].events == want[TRADES]
+            # the ticker had no state when they subscribed: each starts from a snapshot
+            # taken with the first publication (or a later one), then continues exactly
+            kind, epoch, start = s.streams[TICKER].events[0]
+            assert kind == "snapshot" and epoch == last_ticker[1]
+            assert s.streams[TICKER].events[1:] == [e for e in want[TICKER] if e[2] > start]
         # a late subscriber on B starts from the snapshot A's subscribers saw last
         late = Subscriber(session, [TICKER])
         await late.connect(b.ws_url)

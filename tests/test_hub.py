@@ -191,3 +191,44 @@ async def test_last_subscriber_leaving_releases_the_engine_channel() -> None:
     assert hub.channel_count == 0
     assert "trades:X" not in engine._subscribed
     assert hub.connections == set()
+
+
+async def test_state_channel_without_snapshot_holds_subscriber_until_one_exists() -> None:
+    engine, hub = await setup()
+    t = MemoryTransport()
+    conn = hub.connect(t, NATIVE, 1 << 20)
+    catchup = await hub.subscribe(conn, "book:X", True, None)
+    assert catchup.snapshot is None and catchup.position.seq == 0
+    hub.go_live(conn, catchup)
+    await next_iteration()
+    assert t.messages() == []  # nothing to start from yet
+    engine.publish_now("book:X", b'{"delta":1}', snapshot=b'{"state":1}')
+    engine.publish_now("book:X", b'{"delta":2}', snapshot=b'{"state":2}')
+    for _ in range(3):
+        await next_iteration()
+    engine.publish_now("book:X", b'{"delta":3}', snapshot=b'{"state":3}')
+    await next_iteration()
+    msgs = t.messages()
+    assert msgs[0]["type"] == "snapshot" and msgs[0]["seq"] == 2 and msgs[0]["data"] == {"state": 2}
+    assert [(m["type"], m["seq"]) for m in msgs[1:]] == [("pub", 3)]
+
+
+async def test_reset_before_any_new_state_sends_snapshot_with_first_publication() -> None:
+    engine, hub = await setup()
+    t = MemoryTransport()
+    conn = hub.connect(t, NATIVE, 1 << 20)
+    engine.publish_now("book:X", b"{}", snapshot=b'{"v":0}')
+    await live(hub, conn, "book:X", stateful=True)
+    # the engine loses the channel (as Redis losing its data): a new epoch, no state yet
+    del engine._streams["book:X"]
+    hub.on_resync()
+    for _ in range(3):
+        await next_iteration()
+    assert [m["type"] for m in t.messages()] == ["snapshot", "reset"]
+    engine.publish_now("book:X", b'{"d":1}', snapshot=b'{"v":1}')
+    for _ in range(3):
+        await next_iteration()
+    msgs = t.messages()
+    assert [m["type"] for m in msgs] == ["snapshot", "reset", "snapshot"]
+    assert msgs[1]["epoch"] == msgs[2]["epoch"] != msgs[0]["epoch"]
+    assert msgs[2]["seq"] == 1 and msgs[2]["data"] == {"v": 1}

@@ -77,10 +77,13 @@ async def test_publish_reaches_websocket_subscribers() -> None:
         status, body = await post(gw, batch)
         assert (status, body["accepted"]) == (200, 3)
         got: dict[str, dict[str, Any]] = {}
-        while len(got) < 3:
-            msg = await client.recv_type("pub", "snapshot")
-            if msg["type"] == "pub":
-                got[msg["channel"]] = msg
+        async with asyncio.timeout(10):  # sentiment ticks every second: bound the wait
+            while len(got) < 3:
+                msg = await client.recv_type("pub", "snapshot")
+                got.setdefault(msg["channel"], msg)
+        # the book had no state when the client subscribed: it starts from a snapshot
+        assert got["book:BTC-USD"]["type"] == "snapshot"
+        assert got["trades:BTC-USD"]["type"] == "pub"
         assert got["book:BTC-USD"]["data"]["bids"] == [["65000.00", "1.00000000"]]
         assert got["book:BTC-USD"]["data"]["asks"] == [["65001.50", "0.50000000"]]
         assert isinstance(got["book:BTC-USD"]["data"]["checksum"], int)

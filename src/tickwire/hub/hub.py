@@ -62,6 +62,9 @@ class _ChannelState:
     #: stream this node has delivered (with Redis, pub/sub can trail history): each joins
     #: its group once the live stream reaches the seq it already has
     ahead: dict[Connection, int] = field(default_factory=dict)
+    #: subscribers of a state channel that has no snapshot yet (new, or just reset):
+    #: held in ``pending`` until the next publication brings one
+    awaiting_state: set[Connection] = field(default_factory=set)
 
     def subscriber_count(self) -> int:
         return sum(len(c) for c in self.groups.values()) + len(self.pending) + len(self.ahead)
@@ -219,6 +222,9 @@ class Hub:
             stats.frames_out += len(conns)
         for buffered in st.pending.values():
             buffered.append(pub)
+        if st.awaiting_state:
+            held, st.awaiting_state = st.awaiting_state, set()
+            self._spawn(self._send_state(st, held))
         if st.ahead:
             caught_up = [conn for conn, last in st.ahead.items() if last <= pub.seq]
             for conn in caught_up:  # they had this one already: live from the next
@@ -330,15 +336,20 @@ class Hub:
         position = await engine.position(st.name)
         return Catchup(st.name, position, None if since is None else False, None, [])
 
-    def go_live(self, conn: Connection, catchup: Catchup) -> None:
+    def go_live(self, conn: Connection, catchup: Catchup, *, need_state: bool = True) -> None:
         """Send ``catchup``'s snapshot and replay, then what was buffered, and make
-        ``conn`` a live subscriber. Synchronous: nothing can slip in between."""
+        ``conn`` a live subscriber. Synchronous: nothing can slip in between.
+
+        A state channel with no snapshot yet (nothing published in this epoch) holds
+        ``conn`` until the next publication stores one, so that every subscriber of a
+        state channel starts from a snapshot."""
         st = self._channels.get(catchup.channel)
-        if st is None or conn.closed:
+        if st is None or conn.closed or conn not in st.pending:
             return
-        buffered = st.pending.pop(conn, None)
-        if buffered is None:
+        if need_state and st.stateful and catchup.snapshot is None and not catchup.recovered:
+            st.awaiting_state.add(conn)
             return
+        buffered = st.pending.pop(conn)
         fmt = conn.fmt
         last = -1
         if catchup.snapshot is not None:
@@ -379,8 +390,23 @@ class Hub:
         self._remove(conn, channel)
         return True
 
+    async def _send_state(self, st: _ChannelState, held: set[Connection]) -> None:
+        """The first publication of a state channel arrived: start the held subscribers
+        from the snapshot stored with it."""
+        try:
+            catchup = await self._catchup(st, None)
+        except Exception:
+            log.exception("snapshot of %s unavailable; closing its waiting subscribers", st.name)
+            for conn in held:
+                conn.close(CLOSE_SHUTDOWN, "channel unavailable")
+            return
+        for conn in held:
+            # a publisher that stores no snapshot on a state channel: go on without one
+            self.go_live(conn, catchup, need_state=False)
+
     def _unlive(self, st: _ChannelState, conn: Connection) -> None:
         st.ahead.pop(conn, None)
+        st.awaiting_state.discard(conn)
         group = st.groups.get(conn.fmt)
         if group is not None:
             group.pop(conn, None)
