@@ -1,0 +1,103 @@
+"""What the load generator says on each wire: how it subscribes and answers keep-alives.
+
+A dialect sees only the frames :func:`tickwire.client.bench.wire.scan` hands it
+(everything until the connection is ready, then control and short frames), so adding a
+dialect costs nothing on the counting path. Add one by subclassing :class:`BenchDialect`
+and listing it in :data:`DIALECTS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+
+@dataclass(slots=True)
+class Step:
+    """A dialect's answer to one inbound message."""
+
+    send: list[bytes]
+    ready: bool = False
+    error: str | None = None
+
+
+_NOTHING = Step([])
+
+
+class BenchDialect:
+    """Base: a raw WebSocket speaking JSON text frames."""
+
+    name = "base"
+    #: Request path when the URL gives none.
+    default_path = "/"
+
+    def __init__(self, channels: list[str]) -> None:
+        self.channels = channels
+
+    def opening(self) -> list[bytes]:
+        """Text payloads to send once the WebSocket is open."""
+        return []
+
+    def on_message(self, payload: bytes, ready: bool) -> Step:
+        """An inbound text message (all of them until ready, short ones after)."""
+        return _NOTHING
+
+
+class NativeDialect(BenchDialect):
+    """tickwire's native protocol (and the raw-WebSocket peers, which mirror it)."""
+
+    name = "native"
+    default_path = "/ws"
+
+    def opening(self) -> list[bytes]:
+        return [msgspec.json.encode({"id": 1, "op": "subscribe", "channels": self.channels})]
+
+    def on_message(self, payload: bytes, ready: bool) -> Step:
+        if ready:
+            return _NOTHING
+        try:
+            msg = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            return Step([], error="not JSON: " + payload.decode(errors="replace")[:100])
+        if not isinstance(msg, dict) or msg.get("id") != 1:
+            return _NOTHING
+        if msg.get("type") == "subscribed":
+            return Step([], ready=True)
+        return Step([], error=payload.decode(errors="replace")[:200])
+
+
+class EngineIO4Dialect(BenchDialect):
+    """Socket.IO over Engine.IO 4, WebSocket transport only.
+
+    Open packet ``0{…}`` → connect to the default namespace ``40`` → ``40{…}`` →
+    ``420["subscribe",{"channels":[…]}]`` with ack id 0 → ``430[…]`` means ready.
+    Pings ``2`` are answered ``3``; events arrive as ``42["event",…]``.
+    """
+
+    name = "eio4"
+    default_path = "/socket.io/?EIO=4&transport=websocket"
+    event = "subscribe"
+
+    def on_message(self, payload: bytes, ready: bool) -> Step:
+        if payload == b"2":
+            return Step([b"3"])
+        if ready:
+            return _NOTHING
+        if payload[:1] == b"0":
+            return Step([b"40"])
+        if payload[:2] == b"40":
+            body = msgspec.json.encode([self.event, {"channels": self.channels}])
+            return Step([b"420" + body])
+        if payload[:3] == b"430":
+            return Step([], ready=True)
+        if payload[:2] == b"44":
+            return Step([], error=payload.decode(errors="replace")[:200])
+        return _NOTHING
+
+
+#: Dialects by ``--dialect`` name.
+DIALECTS: dict[str, type[BenchDialect]] = {
+    NativeDialect.name: NativeDialect,
+    EngineIO4Dialect.name: EngineIO4Dialect,
+}
