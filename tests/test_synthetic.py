@@ -79,3 +79,25 @@ async def test_publishes_batches_round_robin_through_the_engine() -> None:
     assert snap is not None and snap.seq >= 3
     assert pub.published >= 11
     await engine.close()
+
+
+async def test_serve_with_synthetic_publishes_to_native_clients() -> None:
+    from tests.harness import run_gateway
+
+    spec = "channel=trades:BENCH,rate=200,batch=2,size=100"
+    async with run_gateway(synthetic=spec) as gw:
+        assert "BENCH" in gw.node.markets
+        client = await gw.connect()
+        reply = await client.subscribe("trades:BENCH")
+        assert reply["type"] == "subscribed"
+        msg = await client.recv_type("pub")
+        assert msg["channel"] == "trades:BENCH"
+        assert msg["data"]["bt"] // 1000 <= msg["ts"] + 1
+        await client.close()
+
+
+def test_bad_synthetic_config_names_the_field() -> None:
+    from tickwire.server.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"synthetic.*rate"):
+        load_config({"synthetic": "channel=trades:X"}, env={})

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 #: Subcommand modules: each exposes ``add_parser(subparsers)`` that sets ``func``.
-SUBCOMMANDS: list[str] = ["tickwire.client.keys_cli"]
+SUBCOMMANDS: list[str] = ["tickwire.client.keys_cli", "tickwire.client.bench"]
 
 
 def _serve_parser(sub: Any) -> None:
@@ -25,6 +25,11 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--max-queue-bytes", type=int, help="per-client byte cap before 'slow'")
     p.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
     p.add_argument("--log-level", help="debug, info, warning, error")
+    p.add_argument(
+        "--synthetic",
+        metavar="SPEC",
+        help="benchmark publisher, e.g. 'channel=trades:BENCH,rate=1000,batch=10,size=150'",
+    )
     p.set_defaults(func=_serve)
 
 

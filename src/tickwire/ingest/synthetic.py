@@ -127,6 +127,10 @@ class SyntheticPublisher:
         self.late_ticks = 0
         self._tasks: list[asyncio.Task[None]] = []
 
+    async def run(self) -> None:
+        """Publish every stream until cancelled."""
+        await asyncio.gather(*(self._run(stream) for stream in self.streams))
+
     def start(self) -> None:
         """Start one task per stream on the running loop."""
         for stream in self.streams:

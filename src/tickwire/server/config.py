@@ -66,6 +66,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     demo_rate: float = 1.0
     #: Log level.
     log_level: str = "info"
+    #: Benchmark publisher spec, e.g. ``channel=trades:BENCH,rate=1000,batch=10,size=150``
+    #: (docs/benchmarks.md); its channels' symbols are served too.
+    synthetic: str | None = None
 
     # --- authentication (tickwire.auth.AuthSettings has the same fields; docs/auth.md) ---
     #: Key store: a SQLite file path, or ``postgresql://…[?schema=NAME]``.
@@ -175,6 +178,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             SentimentSettings(**self.sentiment_windows)  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config field 'sentiment_windows': {exc}") from None
+        if self.synthetic:
+            from tickwire.ingest.synthetic import SyntheticSpecError, parse_synthetic
+
+            try:
+                parse_synthetic(self.synthetic)
+            except SyntheticSpecError as exc:
+                raise ConfigError(f"config field 'synthetic': {exc}") from None
 
 
 FIELDS: tuple[str, ...] = Config.__struct_fields__

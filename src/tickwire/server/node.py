@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -12,9 +13,12 @@ from tickwire.auth import Principal
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
 from tickwire.engine.redis import RedisEngine, is_engine_url, redact
 from tickwire.hub import CLOSE_SHUTDOWN, Hub
-from tickwire.model.channels import Channel
+from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.publication import now_ms
 from tickwire.server.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from tickwire.ingest.synthetic import SyntheticPublisher
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,20 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         #: Coroutines started with the node and cancelled when it stops (demo, ingest).
         self.background: list[Callable[[], Awaitable[None]]] = []
+        #: The benchmark publisher, when ``config.synthetic`` asks for one.
+        self.synthetic: SyntheticPublisher | None = None
+        if config.synthetic:
+            self._add_synthetic(config.synthetic)
+
+    def _add_synthetic(self, spec: str) -> None:
+        """Serve the benchmark publisher's channels and run it with the node."""
+        from tickwire.ingest.synthetic import SyntheticPublisher, parse_synthetic
+
+        streams = parse_synthetic(spec)
+        for stream in streams:
+            self.markets.update(parse_channel(name).symbol for name in stream.channels)
+        self.synthetic = SyntheticPublisher(self.engine, streams)
+        self.background.append(self.synthetic.run)
 
     def channel_exists(self, channel: Channel) -> bool:
         """Whether a public channel names a market or ticker this node serves."""

@@ -192,6 +192,8 @@ def _result(run: _Run) -> dict[str, Any]:
         "window_s": round(seconds, 3),
         "messages": messages,
         "frames": frames,
+        "total_messages": sum(int(p.get("messages", 0)) for p in finals),
+        "total_frames": sum(int(p.get("frames", 0)) for p in finals),
         "bytes": nbytes,
         "deliveries_per_s": round(messages / seconds, 1) if seconds else 0.0,
         "frames_per_s": round(frames / seconds, 1) if seconds else 0.0,

@@ -106,6 +106,8 @@ def sample_ts(buf: bytes, start: int, end: int) -> int:
     if i < 0:
         return -1
     i += len(MARKER)
+    while i < end and buf[i] == 32:  # a space after the colon
+        i += 1
     j = i
     while j < end and 48 <= buf[j] <= 57:
         j += 1
