@@ -7,7 +7,9 @@ SPEC is one or more streams separated by ``;``, each ``key=value`` pairs separat
 ``rate`` (messages per second over the whole stream), ``batch`` (messages per tick:
 a tick every batch/rate seconds publishes ``batch`` messages, round-robin over the
 stream's channels), ``size`` (bytes of the JSON ``data`` object, default 150).
-Every message's data is ``{"bt":<tick time, µs since the epoch>,"n":<counter>,"pad":"…"}``.
+Every message's data is ``{"bt":<tick time, µs since the epoch>,"n":<counter>,"pad":"…"}``;
+ticks keep an absolute schedule and ``bt`` is the scheduled time (a server that falls
+behind catches up and shows it as latency; over 1 s behind, the backlog is dropped).
 Stdlib only: the peers run in their own virtualenv.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 
@@ -47,25 +49,40 @@ def make_data(bt: int, n: int, size: int) -> str:
     return head + "x" * pad + '"}'
 
 
-async def run_stream(stream: Stream, publish: Callable[[str, str], None]) -> None:
-    """Call ``publish(channel, data_json)`` ``batch`` times per tick, for ever."""
+Publish = Callable[[str, str], Awaitable[None] | None]
+
+
+async def run_stream(stream: Stream, publish: Publish) -> None:
+    """Call ``publish(channel, data_json)`` ``batch`` times per tick, for ever (awaiting
+    it when it is a coroutine function). Ticks keep an absolute schedule and carry their
+    scheduled time; more than 1 s behind, the backlog is dropped."""
     interval = stream.batch / stream.rate
     loop = asyncio.get_running_loop()
-    next_tick = loop.time()
+    start_loop = loop.time()
+    start_us = time.time_ns() // 1000
+    n_tick = 0
     n = 0
     k = 0
     channels = stream.channels
     while True:
-        bt = time.time_ns() // 1000
+        due = start_loop + n_tick * interval
+        bt = start_us + int(n_tick * interval * 1_000_000)
         for _ in range(stream.batch):
-            publish(channels[k], make_data(bt, n, stream.size))
+            pending = publish(channels[k], make_data(bt, n, stream.size))
+            if pending is not None:
+                await pending
             n += 1
             k = (k + 1) % len(channels)
-        next_tick = max(next_tick + interval, loop.time())
-        await asyncio.sleep(next_tick - loop.time())
+        n_tick += 1
+        now = loop.time()
+        behind = now - (due + interval)
+        if behind > 1.0:
+            n_tick += int(behind / interval)
+        delay = start_loop + n_tick * interval - now
+        await asyncio.sleep(delay if delay > 0 else 0)
 
 
-def start(spec: str, publish: Callable[[str, str], None]) -> list[asyncio.Task[None]]:
+def start(spec: str, publish: Publish) -> list[asyncio.Task[None]]:
     return [asyncio.ensure_future(run_stream(s, publish)) for s in parse_spec(spec)]
 
 

@@ -34,6 +34,34 @@ def proc_sample(pid: int) -> tuple[float, int] | None:
     return cpu, rss_pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def cores_sample(cpus: set[int]) -> tuple[int, int, int] | None:
+    """Busy, irq+softirq and total jiffies of ``cpus`` from /proc/stat (loopback TCP work
+    is often accounted as softirq rather than to the process that caused it)."""
+    busy = total = irq = 0
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *rest = line.split()
+                if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+                    continue
+                values = [int(v) for v in rest[:8]]
+                idle = values[3] + values[4]
+                total += sum(values)
+                busy += sum(values) - idle
+                irq += values[5] + values[6]
+    except (OSError, ValueError):
+        return None
+    return (busy, irq, total) if total else None
+
+
+def server_cpus(pid: int) -> set[int]:
+    """The CPUs process ``pid`` may run on (empty if unknown)."""
+    try:
+        return set(os.sched_getaffinity(pid))
+    except OSError:
+        return set()
+
+
 @dataclass
 class _Run:
     config: BenchConfig
@@ -54,6 +82,9 @@ class _Run:
     server_start: tuple[float, int] | None = None
     server_end: tuple[float, int] | None = None
     server_cpu_now: float | None = None
+    cores: set[int] = field(default_factory=set)
+    cores_start: tuple[int, int, int] | None = None
+    cores_end: tuple[int, int, int] | None = None
     _last_server: tuple[float, tuple[float, int]] | None = None
 
     def total(self, key: str) -> int:
@@ -144,6 +175,8 @@ def _tick(run: _Run) -> None:
     elif run.phase == "warmup":
         if elapsed >= cfg.warmup:
             run.server_start = run.sample_server()
+            if run.cores:
+                run.cores_start = cores_sample(run.cores)
             run.broadcast(("measure",))
             run.enter("measure")
             run.last_messages = run.total("messages")
@@ -153,6 +186,8 @@ def _tick(run: _Run) -> None:
         ):
             run.broadcast(("end",))
             run.server_end = run.sample_server()
+            if run.cores:
+                run.cores_end = cores_sample(run.cores)
             run.enter("ending")
     elif run.phase == "ending":
         if len(run.windows) == len(run.pipes) or elapsed > 10:
@@ -211,6 +246,14 @@ def _result(run: _Run) -> dict[str, Any]:
             cpu = run.server_end[0] - run.server_start[0]
             server["cpu_pct"] = round(100.0 * cpu / seconds, 1) if seconds else None
             server["rss_mb"] = round(run.server_end[1] / 2**20, 2)
+            if run.cores_start and run.cores_end:
+                busy, irq, total = (
+                    e - s for e, s in zip(run.cores_end, run.cores_start, strict=True)
+                )
+                if total:
+                    server["cores"] = sorted(run.cores)
+                    server["cores_busy_pct"] = round(100.0 * busy / total, 1)
+                    server["cores_irq_pct"] = round(100.0 * irq / total, 1)
             if run.server_before is not None and ready:
                 grown = run.server_start[1] - run.server_before[1]
                 server["rss_per_conn_kb"] = round(grown / ready / 1024, 2)
@@ -227,6 +270,11 @@ def run_bench(
     procs = []
     run = _Run(config, pipes, server_pid=server_pid)
     run.server_before = run.sample_server()
+    if server_pid is not None:
+        cpus = server_cpus(server_pid)
+        # the whole-core view only means something when the server has its own core(s)
+        if cpus and len(cpus) < (os.cpu_count() or 1):
+            run.cores = cpus
     for i in range(config.workers):
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=worker_main, args=(config, i, child), daemon=True)
@@ -296,7 +344,14 @@ def results_table(result: dict[str, Any]) -> Table:
     rows.append(("generator CPU per worker", gen_cpu))
     server = result.get("server")
     if server:
-        rows.append(("server CPU", f"{server.get('cpu_pct', '-')}%"))
+        rows.append(("server CPU (process)", f"{server.get('cpu_pct', '-')}%"))
+        if "cores_busy_pct" in server:
+            rows.append(
+                (
+                    f"server core(s) {server['cores']} busy (of which irq)",
+                    f"{server['cores_busy_pct']}% ({server['cores_irq_pct']}%)",
+                )
+            )
         rows.append(("server RSS", f"{server.get('rss_mb', '-')} MB"))
         if "rss_per_conn_kb" in server:
             rows.append(("server RSS per connection", f"{server['rss_per_conn_kb']} KB"))
