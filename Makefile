@@ -30,8 +30,11 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The benchmark scenarios with their peers (docs/benchmarks.md), e.g.
+# make bench BENCH_ARGS="fanout --targets tickwire,raw-floor". `tickwire bench` alone is
+# the load generator.
 bench: $(STAMP)
-	$(VENV)/bin/tickwire bench $(BENCH_ARGS)
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info

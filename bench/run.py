@@ -6,6 +6,7 @@
     python bench/run.py book        # (d) 20 books, realistic rates, 2,000 subscribers
     python bench/run.py redis       # (e) fan-out through the Redis engine
     python bench/run.py all         # everything (``make bench``)
+    python bench/run.py profile     # tickwire's fan-out under py-spy (PY_SPY=…)
 
 Every server (tickwire and each peer) runs pinned to CPU 0 with the same synthetic
 publisher spec; the load generator (``tickwire bench``) runs pinned to CPU 1. Each
@@ -486,9 +487,10 @@ BOOK_SUBSCRIBERS = 2_000
 
 
 def book_rates() -> list[float]:
-    """Updates per second by market rank: 200/s for the busiest, 200/(k+1) after it
-    (~720 updates/s over 20 markets; busy majors, a long quiet tail)."""
-    return [round(200.0 / (k + 1), 2) for k in range(BOOK_MARKETS)]
+    """Updates per second by market rank k: 100/(k+1), so 100/s for the busiest book
+    (ten times a 100 ms depth stream), 50/s for the next, 5/s for the 20th: ~360
+    updates/s over 20 markets, each published on its own as it happens."""
+    return [round(100.0 / (k + 1), 2) for k in range(BOOK_MARKETS)]
 
 
 def book_scenario(targets: list[str], quick: bool) -> Report:
@@ -545,7 +547,69 @@ def cleanup_redis(prefix: str) -> None:
         )
 
 
-_LOGS: dict[str, Path] = {}
+def profile_scenario(targets: list[str], quick: bool, offered: int = 900_000) -> Report:
+    """tickwire under the fan-out load at ``offered`` deliveries/s, sampled by py-spy
+    (``PY_SPY`` or ``py-spy`` on PATH; install it in a throwaway venv, it is no project
+    dependency). Writes the raw stacks and a self/inclusive summary to bench/results/."""
+    spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    report = Report("profile", {"offered_per_s": offered, "py_spy": spy})
+    if not spy:
+        report.errors["tickwire"] = "py-spy not found (set PY_SPY)"
+        return report
+    server = TARGETS["tickwire"]
+    rate = offered / FANOUT_SUBSCRIBERS
+    spec = f"channel=trades:BENCH,rate={rate:g},batch={max(1, round(rate / 100))},size=150"
+    raw = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+    with running(server, spec, log_path("profile", "tickwire")) as (port, pid):
+        spy_proc = subprocess.Popen(
+            [spy, "record", "-p", str(pid), "-d", "8", "-r", "250", "-f", "raw", "-o", str(raw)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        result = generate(
+            server,
+            port,
+            pid,
+            connections=FANOUT_SUBSCRIBERS,
+            channels=["trades:BENCH"],
+            warmup=2.0,
+            duration=8.0,
+        )
+        spy_proc.wait(30)
+    report.rows.append(row("tickwire", result, offered))
+    if raw.exists():
+        summary = summarize_profile(raw)
+        report.params["profile"] = summary
+        say("\n".join(summary))
+    return report
+
+
+def summarize_profile(path: Path, top: int = 20) -> list[str]:
+    """Self and inclusive shares of the functions in a py-spy raw (collapsed) profile."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    if not total:
+        return []
+    out = [f"samples: {total}", "self:"]
+    out += [
+        f"  {100 * n / total:5.1f}% {f}" for f, n in sorted(own.items(), key=lambda x: -x[1])[:top]
+    ]
+    out.append("inclusive:")
+    out += [
+        f"  {100 * n / total:5.1f}% {f}" for f, n in sorted(incl.items(), key=lambda x: -x[1])[:top]
+    ]
+    return out
 
 
 def log_path(scenario: str, target: str) -> Path:
@@ -560,6 +624,8 @@ SCENARIOS = {
     "book": book_scenario,
     "redis": redis_scenario,
 }
+#: Run only when named (not part of ``all``).
+EXTRA = {"profile": profile_scenario}
 
 
 def install_peers(targets: list[str]) -> list[str]:
@@ -579,7 +645,7 @@ def install_peers(targets: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("scenario", nargs="?", default="all", choices=[*SCENARIOS, "all"])
+    ap.add_argument("scenario", nargs="?", default="all", choices=[*SCENARIOS, *EXTRA, "all"])
     ap.add_argument(
         "--targets",
         default=",".join(DEFAULT_TARGETS),
@@ -594,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = install_peers(targets)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     for name in names:
-        report = SCENARIOS[name](targets, args.quick)
+        report = {**SCENARIOS, **EXTRA}[name](targets, args.quick)
         path = save(report)
         print(markdown(report))
         print(f"\n(results: {path.relative_to(ROOT)})\n", flush=True)
