@@ -45,6 +45,14 @@ GENERATOR_CPU = "1"
 HELD_SHARE = 0.95
 #: ... with p99 latency under this, and no connection was lost.
 HELD_P99_MS = 50.0
+#: Other agents share these cores. Before a measurement we wait (bounded) for the
+#: machine to be this quiet (busy % of both cores together), and a measurement during
+#: which more than FOREIGN_MAX % of the server's core went to other processes is
+#: repeated (at most RETRIES times), keeping the least disturbed one.
+QUIET_BUSY_PCT = 20.0
+QUIET_WAIT_S = 30.0
+FOREIGN_MAX = 15.0
+RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,72 @@ def running(
             proc.wait()
 
 
+def cpu_busy(interval: float = 0.5) -> float:
+    """Busy % of all cores over ``interval`` seconds."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:9]]
+        return sum(values) - values[3] - values[4], sum(values)
+
+    b0, t0 = sample()
+    time.sleep(interval)
+    b1, t1 = sample()
+    return 100.0 * (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def wait_quiet() -> float:
+    """Wait up to QUIET_WAIT_S for the machine to be quiet; returns the last busy %."""
+    deadline = time.monotonic() + QUIET_WAIT_S
+    busy = cpu_busy()
+    while busy > QUIET_BUSY_PCT and time.monotonic() < deadline:
+        busy = cpu_busy()
+    if busy > QUIET_BUSY_PCT:
+        say(f"   (machine still {busy:.0f}% busy with other work; measuring anyway)")
+    return busy
+
+
+def foreign_pct(result: dict[str, Any]) -> float | None:
+    """% of the server's core used by neither the server nor interrupts (other agents)."""
+    server = result.get("server", {})
+    busy, cpu, irq = (
+        server.get("cores_busy_pct"),
+        server.get("cpu_pct"),
+        server.get("cores_irq_pct"),
+    )
+    if busy is None or cpu is None or irq is None:
+        return None
+    return max(0.0, round(busy - cpu - irq, 1))
+
+
+def measure(
+    server: Server,
+    spec: str,
+    log: Path,
+    *,
+    engine: str | None = None,
+    env: dict[str, str] | None = None,
+    **gen: Any,
+) -> dict[str, Any]:
+    """Start the server, run the generator against it, stop the server; repeated when
+    other work disturbed the server's core (see FOREIGN_MAX)."""
+    best: dict[str, Any] | None = None
+    for attempt in range(RETRIES + 1):
+        quiet = wait_quiet()
+        with running(server, spec, log, engine, env) as (port, pid):
+            result = generate(server, port, pid, **gen)
+        result["machine_busy_before_pct"] = round(quiet, 1)
+        result["foreign_pct"] = foreign = foreign_pct(result)
+        result["attempt"] = attempt + 1
+        if best is None or (foreign or 0) < (best["foreign_pct"] or 0):
+            best = result
+        if foreign is None or foreign <= FOREIGN_MAX:
+            break
+        say(f"   (other work took {foreign:.0f}% of the server core; measuring again)")
+    assert best is not None
+    return best
+
+
 def generate(
     server: Server,
     port: int,
@@ -217,6 +291,8 @@ def row(name: str, result: dict[str, Any], offered: float | None = None) -> dict
         "server_rss_mb": server.get("rss_mb"),
         "rss_per_conn_kb": server.get("rss_per_conn_kb"),
         "generator_cpu_pct": max(result.get("generator_cpu_pct") or [0]),
+        "foreign_pct": result.get("foreign_pct"),
+        "attempt": result.get("attempt"),
     }
     if offered is not None:
         out["offered_per_s"] = offered
@@ -254,26 +330,34 @@ def fmt(v: Any, spec: str = ",.0f") -> str:
 
 def markdown(report: Report) -> str:
     lines = [f"### {report.scenario}", ""]
-    lines.append("| target | deliveries/s | p50 ms | p99 ms | server CPU | RSS/conn KB | notes |")
-    lines.append("|---|---:|---:|---:|---:|---:|---|")
+    lines.append(
+        "| target | deliveries/s | p50 ms | p99 ms | server CPU | core busy (irq) "
+        "| other load | RSS/conn KB | notes |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in report.rows:
         notes = r.get("notes", "")
         lines.append(
             f"| {r['target']} | {fmt(r['deliveries_per_s'])} | {fmt(r['p50_ms'], '.1f')} "
             f"| {fmt(r['p99_ms'], '.1f')} | {fmt(r['server_cpu_pct'], '.0f')}% "
+            f"| {fmt(r['server_core_busy_pct'], '.0f')}% ({fmt(r['server_core_irq_pct'], '.0f')}%) "
+            f"| {fmt(r['foreign_pct'], '.0f')}% "
             f"| {fmt(r['rss_per_conn_kb'], '.1f')} | {notes} |"
         )
     for name, err in report.errors.items():
-        lines.append(f"| {name} | - | - | - | - | - | failed: {err[:80]} |")
+        lines.append(f"| {name} | - | - | - | - | - | - | - | failed: {err[:80]} |")
     for name, steps in report.steps.items():
         lines.append("")
-        lines.append(f"{name} steps (offered → delivered/s, p50/p99 ms, server CPU, held):")
+        lines.append(
+            f"{name} steps (offered → delivered/s, p50/p99 ms, server CPU, other load, held):"
+        )
         lines.append("")
         for s in steps:
             lines.append(
                 f"- {fmt(s['offered_per_s'])} → {fmt(s['deliveries_per_s'])}, "
                 f"{fmt(s['p50_ms'], '.1f')}/{fmt(s['p99_ms'], '.1f')} ms, "
-                f"{fmt(s['server_cpu_pct'], '.0f')}%, {'held' if s['held'] else 'NOT held'}"
+                f"{fmt(s['server_cpu_pct'], '.0f')}%, {fmt(s['foreign_pct'], '.0f')}%, "
+                f"{'held' if s['held'] else 'NOT held'}"
             )
     return "\n".join(lines)
 
@@ -348,16 +432,16 @@ def fanout(
             spec = f"channel=trades:BENCH,rate={rate:g},batch={k},size=150"
             say(f"[{name}] {t}: offering {offered:,} deliveries/s")
             try:
-                with running(server, spec, log_path(name, t), engine) as (port, pid):
-                    result = generate(
-                        server,
-                        port,
-                        pid,
-                        connections=FANOUT_SUBSCRIBERS,
-                        channels=["trades:BENCH"],
-                        warmup=warmup,
-                        duration=duration,
-                    )
+                result = measure(
+                    server,
+                    spec,
+                    log_path(name, t),
+                    engine=engine,
+                    connections=FANOUT_SUBSCRIBERS,
+                    channels=["trades:BENCH"],
+                    warmup=warmup,
+                    duration=duration,
+                )
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 report.errors[t] = str(exc)
                 break
@@ -366,7 +450,8 @@ def fanout(
             say(
                 f"   → {r['deliveries_per_s']:,.0f}/s p50 {r['p50_ms']} p99 {r['p99_ms']} ms "
                 f"cpu {r['server_cpu_pct']}% core {r['server_core_busy_pct']}% "
-                f"gen {r['generator_cpu_pct']}% {'held' if r['held'] else 'NOT held'}"
+                f"gen {r['generator_cpu_pct']}% other {r['foreign_pct']}% "
+                f"{'held' if r['held'] else 'NOT held'}"
             )
             if r["deliveries_per_s"] < HELD_SHARE * offered or r["ready"] < FANOUT_SUBSCRIBERS:
                 break
@@ -419,17 +504,17 @@ def single(
         server = TARGETS[t]
         say(f"[{name}] {t}: {connections:,} connections")
         try:
-            with running(server, spec, log_path(name, t), env=env) as (port, pid):
-                result = generate(
-                    server,
-                    port,
-                    pid,
-                    connections=connections,
-                    channels=channels,
-                    warmup=warmup,
-                    duration=duration,
-                    connect_timeout=120.0,
-                )
+            result = measure(
+                server,
+                spec,
+                log_path(name, t),
+                env=env,
+                connections=connections,
+                channels=channels,
+                warmup=warmup,
+                duration=duration,
+                connect_timeout=120.0,
+            )
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             report.errors[t] = str(exc)
             continue
@@ -643,7 +728,13 @@ def install_peers(targets: list[str]) -> list[str]:
     return ok
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C, so the servers started here are stopped
+    signal.signal(signal.SIGTERM, _interrupt)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("scenario", nargs="?", default="all", choices=[*SCENARIOS, *EXTRA, "all"])
     ap.add_argument(
