@@ -57,8 +57,8 @@ async def run_stream(stream: Stream, publish: Publish) -> None:
     it when it is a coroutine function). Ticks keep an absolute schedule and carry their
     scheduled time; more than 1 s behind, the backlog is dropped."""
     interval = stream.batch / stream.rate
-    loop = asyncio.get_running_loop()
-    start_loop = loop.time()
+    # both clocks read now: loop.time() may be a stale cached value (uvloop)
+    start_loop = time.monotonic()
     start_us = time.time_ns() // 1000
     n_tick = 0
     n = 0
@@ -74,7 +74,7 @@ async def run_stream(stream: Stream, publish: Publish) -> None:
             n += 1
             k = (k + 1) % len(channels)
         n_tick += 1
-        now = loop.time()
+        now = time.monotonic()
         behind = now - (due + interval)
         if behind > 1.0:
             n_tick += int(behind / interval)

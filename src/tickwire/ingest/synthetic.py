@@ -149,7 +149,6 @@ class SyntheticPublisher:
         self._tasks.clear()
 
     async def _run(self, stream: SyntheticStream) -> None:
-        loop = asyncio.get_running_loop()
         channels = stream.channels
         stateful = stream.stateful
         nchan = len(channels)
@@ -157,7 +156,8 @@ class SyntheticPublisher:
         # Ticks keep an absolute schedule and carry their *scheduled* time, so a server
         # that falls behind shows it as latency (no coordinated omission); a backlog of
         # more than MAX_BEHIND seconds is dropped and counted in ``late_ticks``.
-        start_loop = loop.time()
+        # both clocks read now: loop.time() may be a stale cached value (uvloop)
+        start_loop = time.monotonic()
         start_us = time.time_ns() // 1000
         n_tick = 0
         k = 0
@@ -177,7 +177,7 @@ class SyntheticPublisher:
             except Exception:
                 log.exception("synthetic publish failed")
             n_tick += 1
-            now = loop.time()
+            now = time.monotonic()
             behind = now - (due + interval)
             if behind > MAX_BEHIND:
                 skipped = int(behind / interval)
