@@ -310,3 +310,53 @@ async def test_identity_provider_token_reads_its_users_private_channel() -> None
         msg = await c2.ws.receive(timeout=5)
         assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, CLOSE_UNAUTHORIZED)
         await c.close()
+
+
+async def read_own_private_channel(gw: Gateway, c: Client, user: str, other: str) -> None:
+    """``c`` reads ``user``'s private orders and is refused ``other``'s."""
+    assert (await c.subscribe(f"user:{user}:orders"))["type"] == "subscribed"
+    denied = await c.subscribe(f"user:{other}:orders")
+    assert (denied["type"], denied["code"]) == ("error", "forbidden")
+    await gw.publish(f"user:{other}:orders", {"order": other})
+    await gw.publish(f"user:{user}:orders", {"order": user})
+    pub = await c.recv_type("pub")
+    assert (pub["channel"], pub["data"]) == (f"user:{user}:orders", {"order": user})
+
+
+async def test_client_signed_jwt_reads_its_users_private_channel() -> None:
+    from .authkit import coinbase_jwt, load_private
+
+    async with gateway() as (gw, auth):
+        made = await create_key(auth.store, kind=KeyKind.EC, user_id="carol")
+        assert made.secret
+        token = coinbase_jwt(made.record.name, load_private(made.secret), now=time.time())
+        c = await gw.connect(f"?token={token}")
+        hello = await c.recv_type("authenticated")
+        assert hello["user"] == "carol"
+        await read_own_private_channel(gw, c, "carol", "dave")
+        # the same JWT again: its nonce was used
+        c2 = await gw.connect(f"?token={token}")
+        refused = await c2.recv_type("error")
+        assert refused["code"] == "nonce_reused"
+        msg = await c2.ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == CLOSE_UNAUTHORIZED
+
+
+async def test_session_digest_reads_its_users_private_channel() -> None:
+    async with gateway() as (gw, auth):
+        await create_key(auth.store, kind=KeyKind.PASSWORD, user_id="erin", password="pw-erin-123")
+        async with gw.session.post(
+            gw.http + "/login", json={"id": "erin", "password": "pw-erin-123"}
+        ) as resp:
+            assert resp.status == 200
+            session_key = (await resp.json())["session_key"]
+        nonce = str(int(time.time() * 1000))
+        h = digest("erin", nonce, session_key)
+        c = await gw.connect(f"?id=erin&n={nonce}&h={h}")
+        assert (await c.recv_type("authenticated"))["user"] == "erin"
+        await read_own_private_channel(gw, c, "erin", "frank")
+        # a wrong digest is refused with its code and the connection closed
+        bad = await gw.connect(f"?id=erin&n={int(nonce) + 1}&h={'0' * 64}")
+        assert (await bad.recv_type("error"))["code"] == "bad_signature"
+        msg = await bad.ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == CLOSE_UNAUTHORIZED

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+import jwt
+
 from tickwire.auth import codes
 from tickwire.auth.bearer import BearerVerifier
 from tickwire.auth.coinbase import CoinbaseVerifier
@@ -262,12 +264,15 @@ class Authenticator:
             raise
 
     async def verify_token(self, token: object) -> Principal:
-        """A gateway token, or else (when configured) an identity-provider token.
+        """A gateway token, a client-signed (Coinbase-style) JWT, or else (when configured)
+        an identity-provider token.
 
         This is what the native dialect accepts. The provider is tried only when the token is
         not a gateway token at all (wrong algorithm or signature), so a gateway token's own
         refusal (expired, revoked…) is reported as such.
         """
+        if _client_signed(token):
+            return await self.verify_coinbase_jwt(token)
         try:
             return await self.verify_gateway_token(token)
         except AuthError as exc:
@@ -316,3 +321,15 @@ class Authenticator:
         return Principal(
             user_id=record.user_id, entitlements=record.entitlements, key_name=record.name
         )
+
+
+def _client_signed(token: object) -> bool:
+    """Whether ``token`` looks like a client-signed JWT: a header with ``kid`` and ``nonce``
+    (only a routing hint: the verifier that gets it checks everything)."""
+    if not isinstance(token, str):
+        return False
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        return False
+    return "kid" in header and "nonce" in header

@@ -59,6 +59,7 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     app.router.add_get("/metrics", metrics_handler)
     auth = install_auth(app, config)
     node.verify_token = auth.verify_token  # POST /jwt, /login; tokens
+    node.verify_digest = auth.verify_digest  # ?id=&n=&h= after POST /login
     # Market data: gateway, publish + book HTTP API, demo market (docs/market-data.md).
     install_market_data(app, config, node, publisher_keys=auth.verify_secret)
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TokenVerifier = Callable[[str], Awaitable[Principal]]
+DigestVerifier = Callable[[str, str, str], Awaitable[Principal]]
 
 
 def make_engine(config: Config) -> Engine:
@@ -56,6 +57,8 @@ class Node:
         self.tickers: set[str] = set(config.tickers)
         #: Verifies a native token into a principal; set by the auth layer when configured.
         self.verify_token: TokenVerifier | None = None
+        #: Verifies an InstaMrkt-style ``?id=&n=&h=`` digest; set with the auth layer.
+        self.verify_digest: DigestVerifier | None = None
         self.draining = False
         self.started = False
         self._tasks: list[asyncio.Task[None]] = []

@@ -12,7 +12,7 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from tickwire.auth import AuthError
+from tickwire.auth import AuthError, Principal
 from tickwire.dialects import native
 from tickwire.dialects.errors import ProtocolError
 from tickwire.hub import CLOSE_POLICY, CLOSE_TOKEN_EXPIRED, CLOSE_UNAUTHORIZED, Connection
@@ -61,6 +61,20 @@ class NativeConnection:
             principal = await verify(token)
         except AuthError as exc:
             raise auth_error(exc, rid) from None
+        self.become(principal, rid, refresh)
+
+    async def authenticate_digest(self, uid: str, nonce: str, digest: str) -> None:
+        verify = self.node.verify_digest
+        if verify is None:
+            raise ProtocolError("unauthorized", "this server does not accept session digests")
+        try:
+            principal = await verify(uid, nonce, digest)
+        except AuthError as exc:
+            raise auth_error(exc) from None
+        self.become(principal, None, refresh=False)
+
+    def become(self, principal: Principal, rid: native.RequestId, refresh: bool) -> None:
+        """Act as ``principal`` from now on (after its credential verified)."""
         if refresh and principal.user_id != self.session.principal.user_id:
             raise ProtocolError("forbidden", "refresh token is for another user", rid)
         self.session.reauthorize(principal)
@@ -157,10 +171,16 @@ async def native_handler(request: web.Request) -> web.StreamResponse:
     conn = node.hub.connect(transport, native.NATIVE, cfg.max_queue_bytes)
     client = NativeConnection(node, ws, conn)
     try:
-        token = request.query.get("token")
-        if token is not None:
+        query = request.query
+        token = query.get("token")
+        digest = [query.get(k) for k in ("id", "n", "h")]
+        if token is not None or any(v is not None for v in digest):
             try:
-                await client.authenticate(token, None, refresh=False)
+                if token is not None:
+                    await client.authenticate(token, None, refresh=False)
+                else:
+                    uid, nonce, h = (v or "" for v in digest)
+                    await client.authenticate_digest(uid, nonce, h)
             except ProtocolError as exc:
                 client.send(native.render_error(exc))
                 conn.close(CLOSE_UNAUTHORIZED)
