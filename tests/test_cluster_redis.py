@@ -35,9 +35,17 @@ TICKER = "ticker:BTC-USD"
 class Gateway:
     """``python -m tickwire serve`` on 127.0.0.1:<ephemeral> as a child process."""
 
-    def __init__(self, engine_url: str, name: str, *, via_env: bool = False) -> None:
+    def __init__(
+        self,
+        engine_url: str,
+        name: str,
+        *,
+        via_env: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.engine_url = engine_url
         self.via_env = via_env
+        self.env = env or {}
         self.banner: list[str] = []
         self.name = name
         self.stderr: list[str] = []
@@ -60,7 +68,11 @@ class Gateway:
             "warning",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "TICKWIRE_ENGINE": self.engine_url} if self.via_env else None,
+            env={
+                **os.environ,
+                **self.env,
+                **({"TICKWIRE_ENGINE": self.engine_url} if self.via_env else {}),
+            },
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._drain = [asyncio.create_task(self._read(self.proc.stderr, self.stderr))]
@@ -84,6 +96,10 @@ class Gateway:
         while line := await stream.readline():
             into.append(line.decode(errors="replace"))
             del into[:-50]
+
+    @property
+    def http(self) -> str:
+        return self.ws_url.replace("ws://", "http://").removesuffix("/ws")
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -125,6 +141,7 @@ class Subscriber:
         self.session = session
         self.channels = channels
         self.streams = {c: Stream() for c in channels}
+        self.data: dict[str, list[Any]] = {}
         self.replies: list[dict[str, Any]] = []
         self.changed = asyncio.Event()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
@@ -163,6 +180,8 @@ class Subscriber:
                         )
             elif kind in ("pub", "snapshot", "reset"):
                 self.streams[data["channel"]].events.append((kind, data["epoch"], data["seq"]))
+                if kind == "pub":
+                    self.data.setdefault(data["channel"], []).append(data["data"])
             elif kind == "error":
                 raise AssertionError(f"gateway error: {data}")
             self.changed.set()
@@ -510,3 +529,48 @@ async def test_redis_going_back_in_seq_resets_subscribers(
         await gateway.stop()
         await engine.close()
         await server.stop()
+
+
+async def test_a_trade_published_through_node_a_reaches_node_b(
+    session: aiohttp.ClientSession,
+) -> None:
+    require_redis()
+    prefix = redis_prefix()
+    url = f"{REDIS_URL}?prefix={prefix}"
+    env = {"TICKWIRE_PUBLISH_TOKEN": "publish-secret-for-this-test"}
+    a, b = Gateway(url, "a", env=env), Gateway(url, "b", env=env)
+    keys = ScratchRedisEngine(REDIS_URL, HistorySettings(), prefix=prefix)  # deletes them
+    await keys.start(Recorder())
+    try:
+        await start_all(a, b)
+        on_a, on_b = Subscriber(session, [TRADES]), Subscriber(session, [TRADES])
+        await on_a.connect(a.ws_url)
+        await on_b.connect(b.ws_url)
+        readers = [asyncio.create_task(s.read()) for s in (on_a, on_b)]
+        for s in (on_a, on_b):
+            await s.wait(lambda s=s: bool(s.replies))
+        trade = {
+            "type": "trade",
+            "market": "BTC-USD",
+            "price": "65000.5",
+            "size": "0.25",
+            "side": "sell",
+        }
+        async with session.post(
+            a.http + "/api/v1/publish",
+            json={"events": [trade, {**trade, "price": "65001"}]},
+            headers={"Authorization": "Bearer " + env["TICKWIRE_PUBLISH_TOKEN"]},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        for s in (on_a, on_b):
+            await s.wait(lambda s=s: len(s.streams[TRADES].events) == 2)
+        assert on_a.streams[TRADES].events == on_b.streams[TRADES].events
+        assert [e[2] for e in on_b.streams[TRADES].events] == [1, 2]
+        assert [d["price"] for d in on_b.data[TRADES]] == ["65000.50", "65001.00"]
+        for s in (on_a, on_b):
+            assert s.ws is not None
+            await s.ws.close()
+        await asyncio.gather(*readers)
+    finally:
+        await stop_all(a, b)
+        await keys.close()
