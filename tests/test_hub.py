@@ -53,6 +53,11 @@ class MemoryTransport:
 
 class CountingFormat:
     name = "counting"
+    compressed = False
+
+    @property
+    def base(self) -> CountingFormat:
+        return self
 
     def __init__(self) -> None:
         self.encoded = 0

@@ -27,12 +27,18 @@ def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
 
 
 class RawClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: str = ""
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        #: the server's handshake response headers, as text
+        self.response_headers = headers
 
     @classmethod
-    async def connect(cls, port: int, path: str = "/ws", rcvbuf: int | None = None) -> RawClient:
+    async def connect(
+        cls, port: int, path: str = "/ws", rcvbuf: int | None = None, extensions: str = ""
+    ) -> RawClient:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -44,25 +50,32 @@ class RawClient:
             (
                 f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
+                "Sec-WebSocket-Version: 13\r\n"
+                + (f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else "")
+                + "\r\n"
             ).encode()
         )
         status = await reader.readuntil(b"\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 101"), status
-        return cls(reader, writer)
+        return cls(reader, writer, status.decode())
 
     def send(self, msg: Any) -> None:
         self.writer.write(client_frame(json.dumps(msg).encode()))
 
     async def read_frame(self) -> tuple[int, bytes]:
         """(opcode, payload) of the next frame from the server (never masked)."""
+        opcode, payload, _ = await self.read_frame_bits()
+        return opcode, payload
+
+    async def read_frame_bits(self) -> tuple[int, bytes, bool]:
+        """(opcode, payload, RSV1 set) of the next frame from the server."""
         b0, b1 = await self.reader.readexactly(2)
         n = b1 & 0x7F
         if n == 126:
             (n,) = struct.unpack("!H", await self.reader.readexactly(2))
         elif n == 127:
             (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return b0 & 0x0F, await self.reader.readexactly(n)
+        return b0 & 0x0F, await self.reader.readexactly(n), bool(b0 & 0x40)
 
     def sockname(self) -> tuple[str, int]:
         name: tuple[str, int] = self.writer.get_extra_info("sockname")

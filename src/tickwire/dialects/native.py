@@ -165,6 +165,11 @@ class NativeFormat:
     """The hub's encoder for native connections."""
 
     name = "native"
+    compressed = False
+
+    @property
+    def base(self) -> NativeFormat:
+        return self
 
     def pub(self, pub: Publication) -> bytes:
         return _encode(_Push("pub", pub.channel, pub.seq, pub.epoch, pub.ts, pub.data))

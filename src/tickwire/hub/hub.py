@@ -171,11 +171,12 @@ class Hub:
         conn.push(frame)
 
     def broadcast(self, payload: bytes, fmt: WireFormat | None = None) -> int:
-        """Queue the same message on every connection (of ``fmt`` if given)."""
+        """Queue the same (uncompressed) message on every connection of ``fmt`` (or its
+        compressed twins), or on every connection when ``fmt`` is None."""
         frame = text_frame(payload)
         n = 0
         for conn in list(self.connections):
-            if fmt is None or conn.fmt is fmt:
+            if fmt is None or conn.fmt.base is fmt:
                 conn.push(frame)
                 n += 1
         self.stats.frames_out += n
@@ -216,7 +217,7 @@ class Hub:
         stats.publications += 1
         # copies: a push over its cap closes that connection, which leaves the group
         for fmt, conns in tuple(st.groups.items()):
-            frame = text_frame(fmt.pub(pub))
+            frame = text_frame(fmt.pub(pub), fmt.compressed)
             for conn in tuple(conns):
                 conn.push(frame)
             stats.frames_out += len(conns)
@@ -278,7 +279,8 @@ class Hub:
         buffered, st.gap_buffer = st.gap_buffer, None
         for conn in conns:
             if conn in st.pending:
-                conn.push(text_frame(conn.fmt.reset(st.name, catchup.position)))
+                fmt = conn.fmt
+                conn.push(text_frame(fmt.reset(st.name, catchup.position), fmt.compressed))
                 self.go_live(conn, catchup)
         for pub in buffered:
             self.on_publication(pub)
@@ -353,18 +355,18 @@ class Hub:
         fmt = conn.fmt
         last = -1
         if catchup.snapshot is not None:
-            conn.push(text_frame(fmt.snapshot(catchup.snapshot)))
+            conn.push(text_frame(fmt.snapshot(catchup.snapshot), fmt.compressed))
             last = catchup.snapshot.seq
         for pub in catchup.replay:
             if pub.seq > last:
-                conn.push(text_frame(fmt.pub(pub)))
+                conn.push(text_frame(fmt.pub(pub), fmt.compressed))
                 last = pub.seq
         if last < 0:
             last = catchup.position.seq
         epoch = catchup.position.epoch
         for pub in buffered:
             if pub.epoch == epoch and pub.seq > last:
-                conn.push(text_frame(fmt.pub(pub)))
+                conn.push(text_frame(fmt.pub(pub), fmt.compressed))
                 last = pub.seq
         if conn.closed:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from tickwire.hub.frames import deflate_message
 from tickwire.model.publication import Position, Publication, Snapshot
 
 
@@ -14,6 +15,12 @@ class WireFormat(Protocol):
     connection of the same format, so a format must not depend on the connection."""
 
     name: str
+    #: True when payloads are permessage-deflate compressed (frames get RSV1).
+    compressed: bool
+
+    @property
+    def base(self) -> WireFormat:
+        """The uncompressed format this one compresses (itself when not compressed)."""
 
     def pub(self, pub: Publication) -> bytes:
         """A live or replayed publication."""
@@ -23,3 +30,38 @@ class WireFormat(Protocol):
 
     def reset(self, channel: str, position: Position) -> bytes:
         """The stream restarted (history lost): what follows starts at ``position``."""
+
+
+class Deflated:
+    """``base``'s payloads compressed with permessage-deflate: still encoded (and now
+    compressed) once per publication for every connection that negotiated ``wbits``."""
+
+    compressed = True
+
+    def __init__(self, base: WireFormat, wbits: int) -> None:
+        self.base = base
+        self.wbits = wbits
+        self.name = f"{base.name}+deflate{wbits}"
+
+    def pub(self, pub: Publication) -> bytes:
+        return deflate_message(self.base.pub(pub), self.wbits)
+
+    def snapshot(self, snap: Snapshot) -> bytes:
+        return deflate_message(self.base.snapshot(snap), self.wbits)
+
+    def reset(self, channel: str, position: Position) -> bytes:
+        return deflate_message(self.base.reset(channel, position), self.wbits)
+
+
+_DEFLATED: dict[tuple[int, int], Deflated] = {}
+
+
+def deflated(base: WireFormat, wbits: int) -> WireFormat:
+    """The one shared compressed twin of ``base`` for window size ``wbits`` (9 to 15)."""
+    if not 9 <= wbits <= 15:
+        raise ValueError(f"wbits must be 9 to 15, got {wbits}")
+    key = (id(base), wbits)
+    fmt = _DEFLATED.get(key)
+    if fmt is None:
+        fmt = _DEFLATED[key] = Deflated(base, wbits)
+    return fmt

@@ -50,6 +50,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_requests_per_second: float = 100.0
     #: Seconds between server heartbeats on native connections.
     heartbeat_interval: float = 15.0
+    #: Offer permessage-deflate to clients that ask. Off by default: compressing costs CPU
+    #: (once per publication and window size, shared by every client that negotiated it).
+    compression: bool = False
     #: Seconds a closing connection may take to flush before it is aborted.
     drain_timeout: float = 5.0
     #: Markets served (trades, book, ticker, candles channels).

@@ -16,6 +16,7 @@ from tickwire.auth import AuthError, Principal
 from tickwire.dialects import native
 from tickwire.dialects.errors import ProtocolError
 from tickwire.hub import CLOSE_POLICY, CLOSE_TOKEN_EXPIRED, CLOSE_UNAUTHORIZED, Connection
+from tickwire.hub.wire import deflated
 from tickwire.model.publication import now_ms
 from tickwire.server.node import NODE_KEY, Node
 from tickwire.server.session import RateLimiter, Session, auth_error
@@ -163,12 +164,17 @@ async def native_handler(request: web.Request) -> web.StreamResponse:
     cfg = node.config
     if node.draining:
         raise web.HTTPServiceUnavailable(text="draining: connect to another node")
-    ws = web.WebSocketResponse(autoping=True, max_msg_size=cfg.max_frame_hard_bytes, compress=False)
+    ws = web.WebSocketResponse(
+        autoping=True, max_msg_size=cfg.max_frame_hard_bytes, compress=cfg.compression
+    )
     await ws.prepare(request)
     transport = request.transport
     if transport is None:  # pragma: no cover - the peer vanished during the handshake
         return ws
-    conn = node.hub.connect(transport, native.NATIVE, cfg.max_queue_bytes)
+    # permessage-deflate, when enabled and asked for: the window size aiohttp negotiated
+    wbits = int(ws.compress)
+    fmt = deflated(native.NATIVE, wbits) if wbits else native.NATIVE
+    conn = node.hub.connect(transport, fmt, cfg.max_queue_bytes)
     client = NativeConnection(node, ws, conn)
     try:
         query = request.query
