@@ -360,3 +360,22 @@ async def test_session_digest_reads_its_users_private_channel() -> None:
         assert (await bad.recv_type("error"))["code"] == "bad_signature"
         msg = await bad.ws.receive(timeout=5)
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == CLOSE_UNAUTHORIZED
+
+
+async def test_switching_user_reports_the_channels_it_loses() -> None:
+    async with gateway() as (gw, auth):
+        alice = await create_key(auth.store, kind=KeyKind.SECRET, user_id="alice")
+        bob = await create_key(auth.store, kind=KeyKind.SECRET, user_id="bob")
+        assert alice.secret and bob.secret
+        c = await gw.connect(f"?token={await get_token(gw, alice.secret)}")
+        assert (await c.recv_type("authenticated"))["unsubscribed"] == []
+        await c.subscribe("user:alice:orders", "trades:BTC-USD")
+        switched = await c.request("auth", token=await get_token(gw, bob.secret))
+        assert (switched["type"], switched["user"]) == ("authenticated", "bob")
+        assert switched["unsubscribed"] == ["user:alice:orders"]
+        await gw.publish("user:alice:orders", {"order": "alice's"})
+        await gw.publish("trades:BTC-USD", {"id": 1})
+        pub = await c.recv_type("pub")
+        assert pub["channel"] == "trades:BTC-USD"  # alice's order never reached bob
+        assert gw.node.hub.subscription_count() == 1
+        await c.close()

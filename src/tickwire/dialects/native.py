@@ -203,8 +203,19 @@ def render_pong(rid: RequestId, ts: int) -> bytes:
     return _encode({"id": rid, "type": "pong", "ts": ts})
 
 
-def render_authenticated(rid: RequestId, user_id: str | None, expires_at: float | None) -> bytes:
-    return _encode({"id": rid, "type": "authenticated", "user": user_id, "expires_at": expires_at})
+def render_authenticated(
+    rid: RequestId, user_id: str | None, expires_at: float | None, dropped: list[str]
+) -> bytes:
+    """``dropped``: channels held before that the new identity may not read (unsubscribed)."""
+    return _encode(
+        {
+            "id": rid,
+            "type": "authenticated",
+            "user": user_id,
+            "expires_at": expires_at,
+            "unsubscribed": dropped,
+        }
+    )
 
 
 def render_error(error: ProtocolError) -> bytes:

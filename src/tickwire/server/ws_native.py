@@ -78,9 +78,11 @@ class NativeConnection:
         """Act as ``principal`` from now on (after its credential verified)."""
         if refresh and principal.user_id != self.session.principal.user_id:
             raise ProtocolError("forbidden", "refresh token is for another user", rid)
-        self.session.reauthorize(principal)
+        dropped = self.session.reauthorize(principal)
         self.schedule_expiry(principal.expires_at)
-        self.send(native.render_authenticated(rid, principal.user_id, principal.expires_at))
+        self.send(
+            native.render_authenticated(rid, principal.user_id, principal.expires_at, dropped)
+        )
 
     def schedule_expiry(self, expires_at: float | None) -> None:
         if self.expiry is not None:
