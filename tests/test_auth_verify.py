@@ -456,7 +456,8 @@ async def test_barong_rs256_with_base64_public_key(
     # RS256 -> HS256 with the public key as the HMAC secret
     confused = forge_hmac({"alg": "HS256", "typ": "JWT"}, barong_claims(clock.t), pem.encode())
     await expect(codes.ALG_NOT_ALLOWED, a.verify_bearer(confused))
-    await expect(codes.ALG_NOT_ALLOWED, a.verify_token(confused))
+    # to verify_token it is an HS256 token, i.e. a gateway token whose signature is wrong
+    await expect(codes.BAD_SIGNATURE, a.verify_token(confused))
     await expect(codes.ALG_NOT_ALLOWED, a.verify_bearer(alg_none(barong_claims(clock.t))))
     # signed by another RSA key; tampered uid
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -557,3 +558,25 @@ async def test_secrets_never_reach_the_logs(
         assert secret not in text
     assert "typo" not in text
     assert ec_key.secret.splitlines()[1] not in text
+
+
+async def test_tampered_gateway_token_is_bad_signature_with_a_provider_configured(
+    clock: Clock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """Issue 10, defect 8: the provider's ``alg_not_allowed`` (it takes no HS256) used to
+    replace the gateway's own, accurate refusal."""
+    a = await make_auth(clock, bearer_public_key=public_pem(rsa_key))
+    made = await create_key(a.store, kind=KeyKind.SECRET, user_id="alice")
+    assert made.secret is not None
+    token = await a.exchange_secret(made.secret)
+    await expect(codes.BAD_SIGNATURE, a.verify_token(tamper(token, sub="bob")))
+    head, payload, _ = token.split(".")
+    await expect(codes.BAD_SIGNATURE, a.verify_token(f"{head}.{payload}.AAAA"))
+    # a token neither side takes names the algorithm
+    await expect(codes.ALG_NOT_ALLOWED, a.verify_token(alg_none(claims_of(token))))
+    # a provider token's own refusal is still the provider's
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(barong_claims(clock.t), stranger, algorithm="RS256")
+    await expect(codes.BAD_SIGNATURE, a.verify_token(forged))
+    assert (await a.verify_token(token)).user_id == "alice"
+    await a.close()

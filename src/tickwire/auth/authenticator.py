@@ -269,7 +269,9 @@ class Authenticator:
 
         This is what the native dialect accepts. The provider is tried only when the token is
         not a gateway token at all (wrong algorithm or signature), so a gateway token's own
-        refusal (expired, revoked…) is reported as such.
+        refusal (expired, revoked…) is reported as such. When both refuse, the refusal that
+        names the token's actual problem wins: a tampered gateway token is ``bad_signature``
+        (not the provider's ``alg_not_allowed`` for HS256), whatever else is configured.
         """
         if _client_signed(token):
             return await self.verify_coinbase_jwt(token)
@@ -278,7 +280,14 @@ class Authenticator:
         except AuthError as exc:
             if self.bearer is None or exc.code not in (codes.ALG_NOT_ALLOWED, codes.BAD_SIGNATURE):
                 raise
+            gateway_refusal = exc
+        try:
             return await self.verify_bearer(token)
+        except AuthError as exc:
+            # Only the gateway accepts this alg: its refusal is the one about this token.
+            if exc.code == codes.ALG_NOT_ALLOWED and gateway_refusal.code != codes.ALG_NOT_ALLOWED:
+                raise gateway_refusal from None
+            raise
 
     async def verify_digest(self, user_id: object, nonce: object, h: object) -> Principal:
         """The principal of an InstaMrkt ``?id=&n=&h=`` connection."""
