@@ -36,6 +36,7 @@ from tickwire.auth.digest import (
     verify_digest_value,
 )
 from tickwire.auth.gateway import GatewayTokens, load_ed25519_private_key
+from tickwire.auth.jwtcheck import MAX_TOKEN_LENGTH, check_segments
 from tickwire.auth.keys import (
     SECRET_KINDS,
     KeyKind,
@@ -335,10 +336,11 @@ class Authenticator:
 def _client_signed(token: object) -> bool:
     """Whether ``token`` looks like a client-signed JWT: a header with ``kid`` and ``nonce``
     (only a routing hint: the verifier that gets it checks everything)."""
-    if not isinstance(token, str):
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         return False
     try:
+        check_segments(token)
         header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, AuthError):
         return False
     return "kid" in header and "nonce" in header

@@ -8,6 +8,8 @@ Times are checked here against an injectable clock, so every refusal has a stabl
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from typing import Any
 
@@ -15,6 +17,7 @@ import jwt
 
 from tickwire.auth import codes
 from tickwire.auth.principal import AuthError
+from tickwire.model import boundedjson
 
 #: Longest token accepted (characters): bounds the work an attacker can ask for.
 MAX_TOKEN_LENGTH = 8192
@@ -26,6 +29,7 @@ def unverified_header(token: object) -> dict[str, Any]:
         raise AuthError(codes.UNAUTHORIZED, "token: missing")
     if len(token) > MAX_TOKEN_LENGTH:
         raise AuthError(codes.MALFORMED_TOKEN, f"token: longer than {MAX_TOKEN_LENGTH} characters")
+    check_segments(token)
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as exc:
@@ -33,6 +37,21 @@ def unverified_header(token: object) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise AuthError(codes.MALFORMED_TOKEN, "token: header is not a JSON object")
     return header
+
+
+def check_segments(token: str) -> None:
+    """``malformed_token`` if the header or the claims nest deeper than JSON input may
+    (:mod:`tickwire.model.boundedjson`): PyJWT decodes them with the standard library, whose
+    ``RecursionError`` it does not catch for the claims. Other defects are PyJWT's to find."""
+    for name, segment in zip(("header", "claims"), token.split(".")[:2], strict=False):
+        try:
+            raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        except (binascii.Error, ValueError):
+            continue
+        try:
+            boundedjson.check(raw, max_bytes=MAX_TOKEN_LENGTH)
+        except boundedjson.JSONLimitError as exc:
+            raise AuthError(codes.MALFORMED_TOKEN, f"token: {name} is {exc.message}") from None
 
 
 def require_alg(header: dict[str, Any], allowed: str | frozenset[str], what: str) -> str:

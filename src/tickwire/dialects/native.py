@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from tickwire.dialects.errors import ProtocolError
+from tickwire.model import boundedjson
 from tickwire.model.channels import Channel, ChannelError, parse_channel
 from tickwire.model.publication import Position, Publication, Snapshot
 
@@ -58,15 +59,23 @@ Command = Subscribe | Unsubscribe | Ping | Auth
 OPS = ("subscribe", "unsubscribe", "ping", "auth", "refresh")
 MAX_TOKEN_LENGTH = 8192
 _MAX_SEQ = 2**63 - 1
+#: Integer request ids are 64-bit signed, as most clients' integers are.
+_MIN_ID, _MAX_ID = -(2**63), 2**63 - 1
+#: Largest frame :func:`parse` decodes (the server refuses larger ones before parsing).
+MAX_FRAME_BYTES = 1 << 20
 
 
 def _request_id(msg: dict[str, Any]) -> RequestId:
     rid = msg.get("id")
-    if rid is None or (isinstance(rid, int) and not isinstance(rid, bool)):
+    if rid is None or (
+        isinstance(rid, int) and not isinstance(rid, bool) and _MIN_ID <= rid <= _MAX_ID
+    ):
         return rid
     if isinstance(rid, str) and len(rid) <= 64:
         return rid
-    raise ProtocolError("bad_request", "id must be an integer or a string of at most 64 chars")
+    raise ProtocolError(
+        "bad_request", "id must be a 64-bit integer or a string of at most 64 chars"
+    )
 
 
 def _channel(name: object, rid: RequestId) -> Channel:
@@ -97,12 +106,15 @@ def _since(raw: object, name: str, rid: RequestId) -> Position:
     return Position(since.epoch, since.seq)
 
 
-def parse(frame: str | bytes) -> Command:
-    """Parse one inbound text frame; raises :class:`ProtocolError` naming what is wrong."""
+def parse(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Command:
+    """Parse one inbound text frame; raises :class:`ProtocolError` naming what is wrong.
+
+    The frame is decoded within ``max_bytes`` and :data:`boundedjson.MAX_DEPTH` levels."""
     try:
-        msg = msgspec.json.decode(frame)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
+        msg = boundedjson.decode(frame, max_bytes=max_bytes)
+    except boundedjson.JSONLimitError as exc:
+        code = "frame_too_large" if exc.reason == "too_large" else "bad_json"
+        raise ProtocolError(code, f"frame is {exc.message}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("bad_request", "message must be a JSON object")
     rid = _request_id(msg)

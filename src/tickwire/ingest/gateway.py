@@ -52,6 +52,10 @@ SIDES: tuple[str, ...] = get_args(Side)
 ORDER_TYPES: tuple[str, ...] = get_args(OrderType)
 ORDER_STATES: tuple[str, ...] = get_args(OrderState)
 MAX_ID_LENGTH = 64
+#: Numeric ids (trade ids) are 64-bit: 0 to 2**63 - 1.
+MAX_INT_ID = 2**63 - 1
+#: Earliest timestamp accepted (2000-01-01T00:00:00Z, UNIX milliseconds).
+MIN_TS_MS = 946_684_800_000
 
 
 class IngestError(ValueError):
@@ -244,8 +248,10 @@ class Gateway:
         now = self.clock()
         if ts is None:
             return now
-        if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
-            raise IngestError("bad_timestamp", f"{where}: must be UNIX milliseconds", field=where)
+        if isinstance(ts, bool) or not isinstance(ts, int) or not MIN_TS_MS <= ts <= MAX_INT_ID:
+            raise IngestError(
+                "bad_timestamp", f"{where}: must be UNIX milliseconds from 2000 on", field=where
+            )
         if ts > now + self.settings.max_future_ms:
             raise IngestError(
                 "bad_timestamp", f"{where}: {ts} lies too far in the future", field=where
@@ -319,8 +325,12 @@ class Gateway:
         p = self._price(market, price, _at(where, "price"))
         s = self._size(market, size, _at(where, "size"), positive=True)
         sd = self._choice(side, SIDES, _at(where, "side"))
-        if id is not None and (isinstance(id, bool) or not isinstance(id, int) or id < 0):
-            raise IngestError("bad_id", "id must be a non-negative integer", field=_at(where, "id"))
+        if id is not None and (
+            isinstance(id, bool) or not isinstance(id, int) or not 0 <= id <= MAX_INT_ID
+        ):
+            raise IngestError(
+                "bad_id", "id must be an integer from 0 to 2**63-1", field=_at(where, "id")
+            )
         return TradeOp(market, p, s, sd, self._ts(ts, _at(where, "ts")), id)  # type: ignore[arg-type]
 
     def order_op(
@@ -401,8 +411,10 @@ class Gateway:
         """A private fill; ``total`` is computed as price * size."""
         uid = self._user(user_id, _at(where, "user_id"))
         mk = self.market(market, where=where)
-        if isinstance(id, bool) or not isinstance(id, int) or id < 0:
-            raise IngestError("bad_id", "id must be a non-negative integer", field=_at(where, "id"))
+        if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id <= MAX_INT_ID:
+            raise IngestError(
+                "bad_id", "id must be an integer from 0 to 2**63-1", field=_at(where, "id")
+            )
         p = self._price(mk, price, _at(where, "price"))
         s = self._size(mk, size, _at(where, "size"), positive=True)
         trade = UserTradeData(

@@ -7,10 +7,19 @@ Prices and sizes are decimal strings; timestamps UNIX milliseconds (default: now
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 import msgspec
 
-from tickwire.ingest.gateway import Gateway, IngestError, Op
+from tickwire.ingest.gateway import MAX_INT_ID, MIN_TS_MS, Gateway, IngestError, Op
+from tickwire.model import boundedjson
+
+#: Numeric ids are 64-bit: 0 to 2**63 - 1 (what a signed 64-bit column or client holds).
+Id64 = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT_ID)]
+#: UNIX milliseconds from 2000-01-01 on; the gateway also refuses the far future.
+Millis = Annotated[int, msgspec.Meta(ge=MIN_TS_MS, le=MAX_INT_ID)]
+#: Counts (``trades_count``) share the id range.
+Count = Id64
 
 
 class BookEvent(msgspec.Struct, tag="book", tag_field="type", forbid_unknown_fields=True):
@@ -29,8 +38,8 @@ class TradeEvent(msgspec.Struct, tag="trade", tag_field="type", forbid_unknown_f
     price: str
     size: str
     side: str
-    id: int | None = None
-    ts: int | None = None
+    id: Id64 | None = None
+    ts: Millis | None = None
 
 
 class OrderEvent(msgspec.Struct, tag="order", tag_field="type", forbid_unknown_fields=True):
@@ -48,9 +57,9 @@ class OrderEvent(msgspec.Struct, tag="order", tag_field="type", forbid_unknown_f
     filled: str | None = None
     avg_price: str | None = None
     client_id: str | None = None
-    trades_count: int = 0
-    created_at: int | None = None
-    updated_at: int | None = None
+    trades_count: Count = 0
+    created_at: Millis | None = None
+    updated_at: Millis | None = None
 
 
 class UserTradeEvent(
@@ -59,7 +68,7 @@ class UserTradeEvent(
     """A private fill for ``user_id`` (``user:<uid>:trades``)."""
 
     user_id: str
-    id: int
+    id: Id64
     order_id: str
     market: str
     side: str
@@ -76,7 +85,7 @@ class SentimentEvent(msgspec.Struct, tag="sentiment", tag_field="type", forbid_u
     user_id: str
     sentiment: float
     user_score: float
-    ts: int | None = None
+    ts: Millis | None = None
 
 
 Event = BookEvent | TradeEvent | OrderEvent | UserTradeEvent | SentimentEvent
@@ -89,16 +98,24 @@ class PublishBatch(msgspec.Struct, forbid_unknown_fields=True):
     idempotency_key: str | None = None
 
 
-_decode_batch = msgspec.json.Decoder(PublishBatch).decode
+#: Largest body :func:`decode_batch` decodes when the caller names no limit.
+MAX_BODY_BYTES = 1 << 20
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _INDEX = re.compile(r"^events\[(?P<index>\d+)\]")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
 
 
-def decode_batch(body: bytes) -> PublishBatch:
-    """Decode and type-check a body; raises :class:`IngestError` naming the field."""
+def decode_batch(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> PublishBatch:
+    """Decode and type-check a body (at most ``max_bytes``, nested at most
+    :data:`boundedjson.MAX_DEPTH` deep); raises :class:`IngestError` naming the field."""
     try:
-        return _decode_batch(body)
+        return boundedjson.decode(body, max_bytes=max_bytes, type=PublishBatch)
+    except boundedjson.JSONLimitError as exc:
+        if exc.reason == "too_large":
+            raise IngestError(
+                "body_too_large", f"request body {exc.message}", field="body"
+            ) from None
+        raise IngestError("bad_json", f"body is {exc.message}") from None
     except msgspec.ValidationError as exc:
         text = str(exc)
         m = _PATH.search(text)
@@ -114,8 +131,6 @@ def decode_batch(body: bytes) -> PublishBatch:
             field=path or None,
             index=int(idx.group("index")) if idx else None,
         ) from None
-    except msgspec.DecodeError as exc:
-        raise IngestError("bad_json", f"body is not valid JSON: {exc}") from None
 
 
 def to_ops(gateway: Gateway, events: list[Event]) -> list[Op]:

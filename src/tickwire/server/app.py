@@ -61,7 +61,10 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     node.verify_token = auth.verify_token  # POST /jwt, /login; tokens
     node.verify_digest = auth.verify_digest  # ?id=&n=&h= after POST /login
     # Market data: gateway, publish + book HTTP API, demo market (docs/market-data.md).
-    install_market_data(app, config, node, publisher_keys=auth.verify_secret)
+    # The publish API's failed credential checks count against the limiter of /jwt, /login.
+    install_market_data(
+        app, config, node, publisher_keys=auth.verify_secret, limiter=auth.rate_limiter
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await node.start()

@@ -12,15 +12,16 @@ Both routes are rate limited per client address (failures count; 429 with Retry-
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
-import json
 import logging
 import math
 import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -33,6 +34,7 @@ from tickwire.auth import (
     open_key_store,
 )
 from tickwire.auth.ratelimit import RateLimited
+from tickwire.model import boundedjson
 from tickwire.server.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -119,34 +121,49 @@ def _basic_user(request: web.Request) -> str:
     return user
 
 
-async def _login_fields(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_LOGIN_BODY:
-        raise AuthError(codes.BAD_REQUEST, f"body: larger than {MAX_LOGIN_BODY} bytes")
-    raw = await request.content.read(MAX_LOGIN_BODY + 1)
+_LOGIN_SHAPE = "body: expected a JSON object {id, password} or {secret}"
+
+
+def parse_login_body(raw: bytes, content_type: str) -> dict[str, Any]:
+    """The fields of a ``POST /login`` body (JSON, or a form); ``bad_request`` otherwise.
+
+    Sans-I/O, so that the fuzz tests reach it with any bytes."""
     if len(raw) > MAX_LOGIN_BODY:
         raise AuthError(codes.BAD_REQUEST, f"body: larger than {MAX_LOGIN_BODY} bytes")
-    if request.content_type == "application/x-www-form-urlencoded":
-        from urllib.parse import parse_qsl
-
+    if content_type == "application/x-www-form-urlencoded":
         try:
-            return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError as exc:
-            raise AuthError(codes.BAD_REQUEST, "body: not UTF-8") from exc
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AuthError(codes.BAD_REQUEST, "body: not UTF-8") from None
+        try:
+            return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=16))
+        except ValueError:
+            raise AuthError(codes.BAD_REQUEST, "body: more than 16 form fields") from None
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise AuthError(
-            codes.BAD_REQUEST, "body: expected a JSON object {id, password} or {secret}"
-        ) from exc
+        body = boundedjson.decode(raw, max_bytes=MAX_LOGIN_BODY)
+    except boundedjson.JSONLimitError as exc:
+        raise AuthError(codes.BAD_REQUEST, f"{_LOGIN_SHAPE}: {exc.message}") from None
     if not isinstance(body, dict):
-        raise AuthError(
-            codes.BAD_REQUEST, "body: expected a JSON object {id, password} or {secret}"
-        )
+        raise AuthError(codes.BAD_REQUEST, _LOGIN_SHAPE)
     return body
 
 
-def add_auth_routes(app: web.Application, auth: Authenticator) -> None:
-    """Add ``POST /jwt`` and ``POST /login`` to ``app``, served by ``auth``."""
+async def _login_fields(request: web.Request, timeout: float) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_LOGIN_BODY:
+        raise AuthError(codes.BAD_REQUEST, f"body: larger than {MAX_LOGIN_BODY} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.content.read(MAX_LOGIN_BODY + 1)
+    except TimeoutError:
+        raise AuthError(codes.BAD_REQUEST, f"body: not received within {timeout:g} s") from None
+    return parse_login_body(raw, request.content_type)
+
+
+def add_auth_routes(
+    app: web.Application, auth: Authenticator, *, body_timeout: float = 30.0
+) -> None:
+    """Add ``POST /jwt`` and ``POST /login`` to ``app``, served by ``auth``; a login body
+    not received within ``body_timeout`` seconds is refused."""
 
     async def post_jwt(request: web.Request) -> web.Response:
         address = _client_address(request)
@@ -162,7 +179,7 @@ def add_auth_routes(app: web.Application, auth: Authenticator) -> None:
         address = _client_address(request)
         try:
             auth.rate_limiter.acquire(address)
-            fields = await _login_fields(request)
+            fields = await _login_fields(request, body_timeout)
             if fields.get("secret") is not None:
                 result = await auth.login(secret=fields.get("secret"))
             else:
@@ -201,7 +218,7 @@ def install_auth(app: web.Application, config: Config) -> Authenticator:
     except (SettingsError, OSError, ValueError) as exc:
         raise ConfigError(f"auth configuration: {exc}") from None
     app[AUTH_KEY] = auth
-    add_auth_routes(app, auth)
+    add_auth_routes(app, auth, body_timeout=config.body_timeout)
     install_log_redaction()  # tokens and digests travel in query strings
 
     async def store_lifecycle(app: web.Application) -> AsyncIterator[None]:

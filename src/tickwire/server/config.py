@@ -55,6 +55,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     compression: bool = False
     #: Seconds a closing connection may take to flush before it is aborted.
     drain_timeout: float = 5.0
+    #: Seconds a client has to send the body of ``POST /login`` or ``/api/v1/publish``.
+    body_timeout: float = 30.0
     #: Markets served (trades, book, ticker, candles channels).
     markets: list[str] = msgspec.field(default_factory=lambda: ["BTC-USD", "ETH-USD", "SOL-USD"])
     #: Equity tickers served (sentiment channels).
@@ -154,6 +156,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("max_requests_per_second", self.max_requests_per_second > 0),
             ("heartbeat_interval", self.heartbeat_interval > 0),
             ("drain_timeout", self.drain_timeout >= 0),
+            ("body_timeout", self.body_timeout > 0),
             ("demo_rate", self.demo_rate > 0),
             ("token_ttl", self.token_ttl > 0),
             ("auth_leeway", self.auth_leeway >= 0),

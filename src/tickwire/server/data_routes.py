@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ import msgspec
 from aiohttp import web
 
 from tickwire.auth.principal import AuthError, Principal
+from tickwire.auth.ratelimit import RateLimited, RateLimiter
 from tickwire.engine.base import EngineError
 from tickwire.ingest.demo import DemoMarket
 from tickwire.ingest.gateway import Gateway, GatewaySettings, IngestError
@@ -43,6 +45,8 @@ STATUS: dict[str, int] = {
     "publish_disabled": 403,
     "duplicate_idempotency_key": 409,
     "body_too_large": 413,
+    "body_timeout": 408,
+    "rate_limited": 429,
     "batch_too_large": 413,
     "crossed_book": 422,
     "book_too_deep": 422,
@@ -109,6 +113,8 @@ class PublishSettings:
     max_depth: int = 5_000
     #: ``depth`` when the query names none.
     default_depth: int = 100
+    #: Seconds a client has to send the request body.
+    body_timeout: float = 30.0
 
 
 def _error(
@@ -118,6 +124,7 @@ def _error(
     field: str | None = None,
     index: int | None = None,
     status: int | None = None,
+    retry_after: float | None = None,
     **extra: Any,
 ) -> web.Response:
     body: dict[str, Any] = {"code": code, "message": message}
@@ -126,7 +133,9 @@ def _error(
     if index is not None:
         body["index"] = index
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if code == "unauthorized" else None
+    headers = {"WWW-Authenticate": "Bearer"} if code == "unauthorized" else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return web.Response(
         body=_encode({"error": body}),
         status=status or STATUS.get(code, 400),
@@ -186,9 +195,13 @@ def add_data_routes(
     *,
     check_publisher: PublisherCheck | PublisherAuth | None = None,
     settings: PublishSettings | None = None,
+    limiter: RateLimiter | None = None,
 ) -> PublisherAuth:
     """Add ``POST /api/v1/publish`` and ``GET /api/v1/book/{market}`` to ``app``;
-    returns the (replaceable) credential check, also at ``app[PUBLISHER_AUTH_KEY]``."""
+    returns the (replaceable) credential check, also at ``app[PUBLISHER_AUTH_KEY]``.
+
+    ``limiter`` counts failed credential checks per client address (the one ``POST /jwt``
+    and ``POST /login`` use): over it, ``429 rate_limited`` before any check runs."""
     cfg = settings or PublishSettings()
     auth = (
         check_publisher
@@ -211,25 +224,43 @@ def add_data_routes(
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         presented = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        address = request.remote or "unknown"
+        if limiter is not None:
+            try:
+                limiter.acquire(address)
+            except RateLimited as exc:
+                return _error("rate_limited", exc.message, retry_after=exc.retry_after)
         publisher = await check(presented)
         if publisher is None:
             return _error(
                 "unauthorized", "a valid publisher key is required (Authorization: Bearer)"
             )
+        if limiter is not None:
+            limiter.refund(address)
         if request.content_length is not None and request.content_length > cfg.max_body_bytes:
             return _error(
                 "body_too_large", f"request body over {cfg.max_body_bytes} bytes", field="body"
             )
         body = bytearray()
-        async for chunk in request.content.iter_chunked(65_536):
-            body += chunk
-            if len(body) > cfg.max_body_bytes:
-                return _error(
-                    "body_too_large", f"request body over {cfg.max_body_bytes} bytes", field="body"
-                )
+        try:
+            async with asyncio.timeout(cfg.body_timeout):
+                async for chunk in request.content.iter_chunked(65_536):
+                    body += chunk
+                    if len(body) > cfg.max_body_bytes:
+                        return _error(
+                            "body_too_large",
+                            f"request body over {cfg.max_body_bytes} bytes",
+                            field="body",
+                        )
+        except TimeoutError:
+            return _error(
+                "body_timeout",
+                f"request body not received within {cfg.body_timeout:g} s",
+                field="body",
+            )
         raw = bytes(body)
         try:
-            batch = decode_batch(raw)
+            batch = decode_batch(raw, max_bytes=cfg.max_body_bytes)
         except IngestError as exc:
             return _from_ingest(exc)
         if not batch.events:
@@ -320,6 +351,7 @@ def install_market_data(
     node: Node,
     *,
     publisher_keys: Callable[[str], Awaitable[Principal]] | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Gateway:
     """Build the gateway from ``config``, add the data routes, and register the
     background duties with ``node``: sentiment period closing, and the demo market
@@ -340,8 +372,9 @@ def install_market_data(
         max_events=config.publish_max_events,
         max_body_bytes=config.publish_max_bytes,
         max_depth=config.book_max_levels,
+        body_timeout=config.body_timeout,
     )
-    add_data_routes(app, gateway, check_publisher=check, settings=publish)
+    add_data_routes(app, gateway, check_publisher=check, settings=publish, limiter=limiter)
     node.background.append(gateway.run)
     if config.demo:
         demo = DemoMarket(gateway, seed=config.seed, rate=config.demo_rate)

@@ -123,7 +123,7 @@ class NativeConnection:
             return
         cmd: native.Command | None = None
         try:
-            cmd = native.parse(data)
+            cmd = native.parse(data, max_bytes=limit)
             await self.execute(cmd)
         except ProtocolError as exc:
             self.fail(exc)
