@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,7 +14,11 @@ from tickwire.engine import Engine, HistorySettings, MemoryEngine
 from tickwire.engine.redis import RedisEngine
 from tickwire.model import Publication
 
+from . import logcheck
 from .services import REDIS_URL, require
+
+# Before any test module imports the credential makers: see tests/logcheck.py.
+logcheck.start()
 
 
 class Recorder:
@@ -100,3 +105,29 @@ async def engine(engine_factory: EngineFactory) -> AsyncIterator[tuple[Engine, R
         yield eng, rec
     finally:
         await eng.close()
+
+
+# --- the suite-wide log check (issue 10) -------------------------------------------------
+
+_log_leaks: list[tuple[str, str]] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any log line of it holds a secret or token the suite made."""
+    _log_leaks.extend(logcheck.leaks(logcheck.KEEPER.lines, logcheck.remembered()))
+    if _log_leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    lines, secrets = len(logcheck.KEEPER.lines), len(logcheck.remembered())
+    if not _log_leaks:
+        terminalreporter.write_line(
+            f"log check: {lines} distinct log lines hold none of {secrets} secrets and tokens"
+        )
+        return
+    terminalreporter.section("log check: secrets in log lines", red=True)
+    for secret, line in _log_leaks:
+        shown = line.replace(secret[:24], secret[:4] + "…")
+        terminalreporter.write_line(f"{secret[:4]}… in: {shown[:300]}", red=True)

@@ -18,7 +18,6 @@ import binascii
 import dataclasses
 import logging
 import math
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl
@@ -35,7 +34,9 @@ from tickwire.auth import (
 )
 from tickwire.auth.ratelimit import RateLimited
 from tickwire.model import boundedjson
+from tickwire.server import logredact
 from tickwire.server.config import Config, ConfigError
+from tickwire.server.logredact import CREDENTIAL_PARAMS, redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +46,16 @@ MAX_LOGIN_BODY = 4096
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-#: Query parameters that carry credentials (native/prophit ``token``, InstaMrkt ``h``, …).
-CREDENTIAL_PARAMS = ("token", "jwt", "h", "session_key", "secret", "password")
-_CREDENTIAL_QUERY = re.compile(r"([?&](?:" + "|".join(CREDENTIAL_PARAMS) + r")=)[^&\s\"]*")
-
-
-def redact_credentials(text: str) -> str:
-    """``text`` with the values of credential query parameters replaced by ``<redacted>``."""
-    return _CREDENTIAL_QUERY.sub(r"\1<redacted>", text)
-
-
-class RedactCredentials(logging.Filter):
-    """Redacts credential query parameters (``?token=…``) from access-log lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.msg = record.getMessage()
-            record.args = None
-        if isinstance(record.msg, str) and "=" in record.msg:
-            record.msg = redact_credentials(record.msg)
-        return True
-
-
-def install_log_redaction(logger_name: str = "aiohttp.access") -> None:
-    """Attach :class:`RedactCredentials` to ``logger_name`` (once)."""
-    logger = logging.getLogger(logger_name)
-    if not any(isinstance(f, RedactCredentials) for f in logger.filters):
-        logger.addFilter(RedactCredentials())
+__all__ = [
+    "AUTH_KEY",
+    "CREDENTIAL_PARAMS",
+    "add_auth_routes",
+    "auth_settings",
+    "error_response",
+    "install_auth",
+    "parse_login_body",
+    "redact_credentials",
+]
 
 
 def error_response(
@@ -219,7 +203,7 @@ def install_auth(app: web.Application, config: Config) -> Authenticator:
         raise ConfigError(f"auth configuration: {exc}") from None
     app[AUTH_KEY] = auth
     add_auth_routes(app, auth, body_timeout=config.body_timeout)
-    install_log_redaction()  # tokens and digests travel in query strings
+    logredact.install()  # tokens and digests travel in query strings
 
     async def store_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await auth.store.open()
