@@ -146,7 +146,8 @@ def running(
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=_raise_nofile,
-            env={**os.environ, **(env or {})},
+            # every load-generator connection comes from 127.0.0.1: no per-address cap
+            env={**os.environ, "TICKWIRE_MAX_CONNECTIONS_PER_ADDRESS": "0", **(env or {})},
         )
     try:
         wait_port(port, proc)

@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tickwire.server.app import build_app
+from tickwire.server.app import build_app, make_runner, start_site
 from tickwire.server.config import load_config
+from tickwire.server.guard import GuardedSite
 from tickwire.server.node import NODE_KEY, Node
 
 
@@ -22,6 +23,7 @@ class Gateway:
     runner: web.AppRunner
     port: int
     session: aiohttp.ClientSession
+    site: GuardedSite
 
     @property
     def http(self) -> str:
@@ -89,13 +91,12 @@ async def run_gateway(**overrides: Any) -> AsyncIterator[Gateway]:
     flags.update(overrides)
     config = load_config(flags, env={})
     app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    runner = make_runner(app, config, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    site = await start_site(runner, config, "127.0.0.1", 0)
     port = int(runner.addresses[0][1])
     async with aiohttp.ClientSession() as session:
         try:
-            yield Gateway(app[NODE_KEY], runner, port, session)
+            yield Gateway(app[NODE_KEY], runner, port, session, site)
         finally:
             await runner.cleanup()

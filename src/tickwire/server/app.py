@@ -16,6 +16,7 @@ from tickwire.server import metrics
 from tickwire.server.auth_routes import install_auth
 from tickwire.server.config import Config
 from tickwire.server.data_routes import install_market_data
+from tickwire.server.guard import ConnectionGuard, GuardedSite, header_deadline_met
 from tickwire.server.node import NODE_KEY, Node
 from tickwire.server.ws_native import native_handler
 
@@ -49,7 +50,10 @@ async def index(request: web.Request) -> web.Response:
 def build_app(config: Config, node: Node | None = None) -> web.Application:
     """The whole gateway as an aiohttp application (started and stopped with it)."""
     node = node or Node(config)
-    app = web.Application(client_max_size=max(config.max_frame_hard_bytes, 1 << 20))
+    app = web.Application(
+        client_max_size=max(config.max_frame_hard_bytes, 1 << 20),
+        middlewares=[header_deadline_met],
+    )
     app[NODE_KEY] = node
     app[METRICS_KEY] = metrics.make_registry(node)
     app.router.add_get("/", index)
@@ -79,6 +83,38 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+def make_runner(
+    app: web.Application, config: Config, *, shutdown_timeout: float | None = None
+) -> web.AppRunner:
+    """The runner for ``app``: keep-alive connections idle at most ``header_timeout``."""
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=config.drain_timeout if shutdown_timeout is None else shutdown_timeout,
+        keepalive_timeout=config.header_timeout,
+    )
+
+
+async def start_site(
+    runner: web.AppRunner, config: Config, host: str | None = None, port: int | None = None
+) -> GuardedSite:
+    """Listen on ``host:port`` (default: the config's) with the connection guard's limits:
+    header deadline, connections per address, masked frames (tickwire.server.guard)."""
+    guard = ConnectionGuard(
+        header_timeout=config.header_timeout,
+        max_per_address=config.max_connections_per_address,
+    )
+    site = GuardedSite(
+        runner,
+        config.host if host is None else host,
+        config.port if port is None else port,
+        guard,
+        reuse_address=True,
+    )
+    await site.start()
+    return site
 
 
 def install_uvloop() -> bool:
@@ -111,10 +147,9 @@ def serve(config: Config) -> None:
 
     async def main() -> None:
         app = build_app(config)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.drain_timeout)
+        runner = make_runner(app, config)
         await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-        await site.start()
+        await start_site(runner, config)
         port = int(runner.addresses[0][1]) if runner.addresses else config.port
         lines = [f"tickwire listening on {config.host}:{port} (engine: {redact(config.engine)})"]
         lines += [f"  {name:<17} {url}" for name, url in urls(config, port)]

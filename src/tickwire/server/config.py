@@ -55,8 +55,15 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     compression: bool = False
     #: Seconds a closing connection may take to flush before it is aborted.
     drain_timeout: float = 5.0
+    #: Seconds a client has, from connecting, to send its request headers (the WebSocket
+    #: handshake included); slower connections are closed. Also the longest idle time of a
+    #: keep-alive HTTP connection between requests (docs/security.md).
+    header_timeout: float = 10.0
     #: Seconds a client has to send the body of ``POST /login`` or ``/api/v1/publish``.
     body_timeout: float = 30.0
+    #: Open connections (HTTP and WebSocket) accepted from one client address; further
+    #: ones are closed at once. 0: no cap. Behind a proxy every client has its address.
+    max_connections_per_address: int = 256
     #: Markets served (trades, book, ticker, candles channels).
     markets: list[str] = msgspec.field(default_factory=lambda: ["BTC-USD", "ETH-USD", "SOL-USD"])
     #: Equity tickers served (sentiment channels).
@@ -156,7 +163,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("max_requests_per_second", self.max_requests_per_second > 0),
             ("heartbeat_interval", self.heartbeat_interval > 0),
             ("drain_timeout", self.drain_timeout >= 0),
+            ("header_timeout", self.header_timeout > 0),
             ("body_timeout", self.body_timeout > 0),
+            ("max_connections_per_address", self.max_connections_per_address >= 0),
             ("demo_rate", self.demo_rate > 0),
             ("token_ttl", self.token_ttl > 0),
             ("auth_leeway", self.auth_leeway >= 0),

@@ -18,6 +18,7 @@ from tickwire.dialects.errors import ProtocolError
 from tickwire.hub import CLOSE_POLICY, CLOSE_TOKEN_EXPIRED, CLOSE_UNAUTHORIZED, Connection
 from tickwire.hub.wire import deflated
 from tickwire.model.publication import now_ms
+from tickwire.server.guard import CLOSE_PROTOCOL_ERROR, GuardedRequestHandler
 from tickwire.server.node import NODE_KEY, Node
 from tickwire.server.session import RateLimiter, Session, auth_error
 
@@ -178,6 +179,10 @@ async def native_handler(request: web.Request) -> web.StreamResponse:
     fmt = deflated(native.NATIVE, wbits) if wbits else native.NATIVE
     conn = node.hub.connect(transport, fmt, cfg.max_queue_bytes)
     client = NativeConnection(node, ws, conn)
+    if isinstance(request.protocol, GuardedRequestHandler):  # RFC 6455 5.1: close with 1002
+        request.protocol.on_unmasked_frame(
+            lambda: conn.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+        )
     try:
         query = request.query
         token = query.get("token")
