@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
 from tickwire.engine.redis import RedisEngine
@@ -16,6 +18,15 @@ from tickwire.model import Publication
 
 from . import logcheck
 from .services import REDIS_URL, require
+
+# Hypothesis: bounded in `make test`; TICKWIRE_DEEP=1 is the long fuzzing profile.
+settings.register_profile(
+    "default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "deep", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("deep" if os.environ.get("TICKWIRE_DEEP") == "1" else "default")
 
 # Before any test module imports the credential makers: see tests/logcheck.py.
 logcheck.start()
