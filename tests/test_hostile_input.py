@@ -256,3 +256,18 @@ async def test_key_store_publisher_keys_still_publish_under_the_limiter() -> Non
             headers={"Authorization": "Bearer nope"},
         ) as resp:
             assert resp.status == 429
+
+
+# --- issue 11: errors shown to publishers give prices as decimals, never integer units -----
+
+
+async def test_a_crossed_book_error_names_prices_at_the_markets_precision() -> None:
+    async with run_gateway(publish_token=PUBLISH_TOKEN) as gw:
+        book = {"type": "book", "market": "BTC-USD", "bids": [["65000.5", "1"]], "asks": []}
+        assert (await publish(gw, book))[0] == 200
+        cross = {"type": "book", "market": "BTC-USD", "bids": [], "asks": [["65000", "1"]]}
+        status, body = await publish(gw, cross)
+        assert status == 422 and body["error"]["code"] == "crossed_book"
+        message = body["error"]["message"]
+        assert "best bid 65000.50 >= best ask 65000.00" in message, message
+        assert "6500050" not in message

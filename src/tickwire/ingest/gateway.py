@@ -688,7 +688,10 @@ class Gateway:
             fld = "bids" if isinstance(op, BookOp) and op.bids else "asks"
         else:
             fld = exc.side or "bids"
-        return IngestError(exc.code, exc.message, field=fld, index=index)
+        # prices as the publisher wrote them: decimals at the market's precision
+        book = isinstance(exc, BookError) and isinstance(op, BookOp)
+        message = exc.message_at(op.market.price) if book else exc.message  # type: ignore[union-attr]
+        return IngestError(exc.code, message, field=fld, index=index)
 
     def _commit(self, op: Op) -> list[Item]:
         if isinstance(op, BookOp):

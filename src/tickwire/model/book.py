@@ -20,11 +20,29 @@ CHECKSUM_DEPTH = 10
 class BookError(ValueError):
     """An update the book refuses; the book is unchanged. ``code`` is stable."""
 
-    def __init__(self, code: str, message: str, *, side: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        side: str | None = None,
+        template: str | None = None,
+        prices: tuple[int, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.side = side
+        #: ``message`` with ``{}`` where each of ``prices`` (integer units) goes
+        self.template = template
+        self.prices = prices
+
+    def message_at(self, format_price: Callable[[int], str]) -> str:
+        """The message with its prices as decimals (``format_price``: the market's), for
+        publishers, who never see integer units."""
+        if self.template is None:
+            return self.message
+        return self.template.format(*(format_price(p) for p in self.prices))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +179,12 @@ class OrderBook:
                 side = self._bids if is_bid else self._asks
                 for price, size in levels:
                     if price <= 0:
-                        raise BookError("bad_price", f"price {price} must be positive")
+                        raise BookError(
+                            "bad_price",
+                            f"price {price} must be positive",
+                            template="price {} must be positive",
+                            prices=(price,),
+                        )
                     if size < 0:
                         raise BookError("negative_size", f"size {size} must not be negative")
                     old = side.set(price, size)
@@ -192,7 +215,10 @@ class OrderBook:
         if bid is not None and ask is not None and bid >= ask:
             what = "locked" if bid == ask else "crossed"
             raise BookError(
-                "crossed_book", f"update leaves the book {what}: best bid {bid} >= best ask {ask}"
+                "crossed_book",
+                f"update leaves the book {what}: best bid {bid} >= best ask {ask}",
+                template=f"update leaves the book {what}: best bid {{}} >= best ask {{}}",
+                prices=(bid, ask),
             )
         for name, side in (("bids", self._bids), ("asks", self._asks)):
             if len(side.sizes) > self.max_levels:
