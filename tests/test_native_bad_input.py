@@ -195,12 +195,12 @@ async def test_client_frame_helper_roundtrip() -> None:
 async def test_a_server_bug_answers_internal_and_the_connection_survives(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tickwire.server.session import Session
+    from tickwire.dialects.core import ConnectionCore
 
-    def broken(self: Session, channels: Any) -> list[str]:
+    def broken(self: ConnectionCore, cmd: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Session, "unsubscribe", broken)
+    monkeypatch.setattr(ConnectionCore, "_unsubscribe", broken)
     async with run_gateway() as gw:
         c = await gw.connect()
         await c.send({"id": 3, "op": "unsubscribe", "channels": ["trades:BTC-USD"]})

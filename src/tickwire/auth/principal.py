@@ -5,16 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tickwire.model.channels import Channel
+from tickwire.model.errors import TickwireError
 
 
-class AuthError(Exception):
+class AuthError(TickwireError):
     """Authentication or authorization failed. ``code`` is stable; ``message`` names what
     was wrong and never contains a secret."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

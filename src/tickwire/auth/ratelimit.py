@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from tickwire.auth import codes
 from tickwire.auth.principal import AuthError
+from tickwire.model.ratelimit import TokenBucket
 
 
 class RateLimited(AuthError):
@@ -41,27 +42,23 @@ class RateLimiter:
         self.rate = per_minute / 60.0
         self._clock = clock
         self._max = max_addresses
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def _level(self, address: str, now: float) -> float:
-        tokens, at = self._buckets.get(address, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - at) * self.rate)
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def acquire(self, address: str) -> None:
         """Take one attempt for ``address``, or raise :class:`RateLimited`."""
         now = self._clock()
-        tokens = self._level(address, now)
-        if tokens < 1.0:
-            self._buckets[address] = (tokens, now)
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            bucket = self._buckets[address] = TokenBucket(self.rate, self.burst, now)
+            while len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)
+        else:
             self._buckets.move_to_end(address)
-            raise RateLimited((1.0 - tokens) / self.rate)
-        self._buckets[address] = (tokens - 1.0, now)
-        self._buckets.move_to_end(address)
-        while len(self._buckets) > self._max:
-            self._buckets.popitem(last=False)
+        if not bucket.take(now):
+            raise RateLimited(bucket.wait(now))
 
     def refund(self, address: str) -> None:
         """Give back the attempt taken by :meth:`acquire` (it succeeded)."""
-        now = self._clock()
-        if address in self._buckets:
-            self._buckets[address] = (min(float(self.burst), self._level(address, now) + 1.0), now)
+        bucket = self._buckets.get(address)
+        if bucket is not None:
+            bucket.give_back(self._clock())

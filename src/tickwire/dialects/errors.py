@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from tickwire.model.errors import TickwireError
 
-class ProtocolError(Exception):
+
+class ProtocolError(TickwireError):
     """A client request that cannot be served. ``request_id`` echoes the request's id."""
 
     def __init__(self, code: str, message: str, request_id: object = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
         self.request_id = request_id
 
 

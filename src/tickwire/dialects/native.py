@@ -10,12 +10,28 @@ from typing import Any
 
 import msgspec
 
+from tickwire.dialects.base import (
+    Authenticate,
+    Authenticated,
+    Command,
+    Credential,
+    Dialect,
+    Digest,
+    Event,
+    Expiring,
+    Ping,
+    Pong,
+    RequestId,
+    Subscribe,
+    Subscribed,
+    Token,
+    Unsubscribe,
+    Unsubscribed,
+)
 from tickwire.dialects.errors import ProtocolError
 from tickwire.model import boundedjson
 from tickwire.model.channels import Channel, ChannelError, parse_channel
 from tickwire.model.publication import Position, Publication, Snapshot
-
-RequestId = int | str | None
 
 # -- inbound -----------------------------------------------------------------------------
 
@@ -24,37 +40,6 @@ class Since(msgspec.Struct, forbid_unknown_fields=True):
     epoch: str
     seq: int
 
-
-class ChannelSpec(msgspec.Struct, forbid_unknown_fields=True):
-    channel: str
-    since: Since | None = None
-
-
-class Subscribe(msgspec.Struct, frozen=True):
-    """Subscribe to channels, each optionally resuming ``since`` a position."""
-
-    id: RequestId
-    channels: list[tuple[Channel, Position | None]]
-
-
-class Unsubscribe(msgspec.Struct, frozen=True):
-    id: RequestId
-    channels: list[Channel]
-
-
-class Ping(msgspec.Struct, frozen=True):
-    id: RequestId
-
-
-class Auth(msgspec.Struct, frozen=True):
-    """Authenticate (``op: auth``) or replace the token before it expires (``refresh``)."""
-
-    id: RequestId
-    token: str
-    refresh: bool = False
-
-
-Command = Subscribe | Unsubscribe | Ping | Auth
 
 OPS = ("subscribe", "unsubscribe", "ping", "auth", "refresh")
 MAX_TOKEN_LENGTH = 8192
@@ -107,7 +92,8 @@ def _since(raw: object, name: str, rid: RequestId) -> Position:
 
 
 def parse(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Command:
-    """Parse one inbound text frame; raises :class:`ProtocolError` naming what is wrong.
+    """Parse one inbound text frame into a core command; raises :class:`ProtocolError`
+    naming what is wrong.
 
     The frame is decoded within ``max_bytes`` and :data:`boundedjson.MAX_DEPTH` levels."""
     try:
@@ -147,7 +133,7 @@ def parse(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Command:
             raise ProtocolError(
                 "bad_request", f"token must be a string of 1 to {MAX_TOKEN_LENGTH} chars", rid
             )
-        return Auth(rid, token, refresh=op == "refresh")
+        return Authenticate(rid, Token(token), refresh=op == "refresh")
     raise ProtocolError("unknown_op", f"unknown op {op[:32]!r} (expected {', '.join(OPS)})", rid)
 
 
@@ -196,38 +182,11 @@ class NativeFormat:
 NATIVE = NativeFormat()
 
 
-class SubscribedChannel(msgspec.Struct, omit_defaults=True):
+class _Channel(msgspec.Struct, omit_defaults=True):
     channel: str
     epoch: str
     seq: int
     recovered: bool | None = None
-
-
-def render_subscribed(rid: RequestId, channels: list[SubscribedChannel]) -> bytes:
-    return _encode({"id": rid, "type": "subscribed", "channels": channels})
-
-
-def render_unsubscribed(rid: RequestId, channels: list[str]) -> bytes:
-    return _encode({"id": rid, "type": "unsubscribed", "channels": channels})
-
-
-def render_pong(rid: RequestId, ts: int) -> bytes:
-    return _encode({"id": rid, "type": "pong", "ts": ts})
-
-
-def render_authenticated(
-    rid: RequestId, user_id: str | None, expires_at: float | None, dropped: list[str]
-) -> bytes:
-    """``dropped``: channels held before that the new identity may not read (unsubscribed)."""
-    return _encode(
-        {
-            "id": rid,
-            "type": "authenticated",
-            "user": user_id,
-            "expires_at": expires_at,
-            "unsubscribed": dropped,
-        }
-    )
 
 
 def render_error(error: ProtocolError) -> bytes:
@@ -238,3 +197,60 @@ def render_error(error: ProtocolError) -> bytes:
 
 def render_heartbeat(ts: int) -> bytes:
     return _encode({"type": "heartbeat", "ts": ts})
+
+
+class Native(Dialect):
+    """The native protocol on the shared connection core."""
+
+    name = "native"
+    fmt = NATIVE
+
+    def credential(self) -> Credential | None:
+        """``?token=`` or an InstaMrkt-style ``?id=&n=&h=`` digest."""
+        hs = self.handshake
+        token = hs.first("token")
+        if token is not None:
+            return Token(token)
+        uid, nonce, digest = (hs.first(k) for k in ("id", "n", "h"))
+        if uid is None and nonce is None and digest is None:
+            return None
+        return Digest(uid or "", nonce or "", digest or "")
+
+    def parse(self, frame: str) -> list[Command]:
+        return [parse(frame)]
+
+    def render(self, event: Event) -> bytes | None:
+        if isinstance(event, Subscribed):
+            channels = [_Channel(c.channel, c.epoch, c.seq, c.recovered) for c in event.channels]
+            return _encode({"id": event.id, "type": "subscribed", "channels": channels})
+        if isinstance(event, Unsubscribed):
+            return _encode({"id": event.id, "type": "unsubscribed", "channels": event.channels})
+        if isinstance(event, Pong):
+            return _encode({"id": event.id, "type": "pong", "ts": event.ts})
+        if isinstance(event, Authenticated):
+            p = event.principal
+            return _encode(
+                {
+                    "id": event.id,
+                    "type": "authenticated",
+                    "user": p.user_id,
+                    "expires_at": p.expires_at,
+                    "unsubscribed": event.dropped,
+                }
+            )
+        if isinstance(event, Expiring):
+            return render_error(
+                ProtocolError(
+                    "token_expired",
+                    f"token expired: send refresh with a new token within {event.grace:g} s, "
+                    "or reconnect with one",
+                )
+            )
+        return None  # pragma: no cover - Event is a closed union
+
+    def render_error(self, error: ProtocolError) -> bytes:
+        return render_error(error)
+
+    @classmethod
+    def heartbeat(cls, ts: int) -> bytes | None:
+        return render_heartbeat(ts)

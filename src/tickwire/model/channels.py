@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tickwire.model.errors import TickwireError
+
 #: Public channel kinds and whether they take an argument.
 PUBLIC_KINDS: dict[str, bool] = {
     "trades": False,
@@ -36,13 +38,8 @@ _USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MAX_CHANNEL_LENGTH = 128
 
 
-class ChannelError(ValueError):
+class ChannelError(TickwireError, ValueError):
     """A channel name that does not parse; ``code`` is stable, the message names the channel."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

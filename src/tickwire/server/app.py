@@ -11,6 +11,7 @@ from importlib import resources
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from tickwire.dialects.native import Native
 from tickwire.engine.redis import redact
 from tickwire.server import metrics
 from tickwire.server.auth_routes import install_auth
@@ -18,7 +19,7 @@ from tickwire.server.config import Config
 from tickwire.server.data_routes import install_market_data
 from tickwire.server.guard import ConnectionGuard, GuardedSite, header_deadline_met
 from tickwire.server.node import NODE_KEY, Node
-from tickwire.server.ws_native import native_handler
+from tickwire.server.ws import mount
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     app[NODE_KEY] = node
     app[METRICS_KEY] = metrics.make_registry(node)
     app.router.add_get("/", index)
-    app.router.add_get("/ws", native_handler)
+    mount(app, node, Native, config.native_paths)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

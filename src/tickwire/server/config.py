@@ -48,6 +48,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_channels: int = 1000
     #: Requests per second one connection may send (burst: twice this).
     max_requests_per_second: float = 100.0
+    #: Paths the native protocol is served on.
+    native_paths: list[str] = msgspec.field(default_factory=lambda: ["/ws"])
     #: Seconds between server heartbeats on native connections.
     heartbeat_interval: float = 15.0
     #: Offer permessage-deflate to clients that ask. Off by default: compressing costs CPU
@@ -161,6 +163,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("max_frame_hard_bytes", self.max_frame_hard_bytes >= self.max_frame_bytes),
             ("max_channels", self.max_channels >= 1),
             ("max_requests_per_second", self.max_requests_per_second > 0),
+            ("native_paths", _paths_ok(self.native_paths)),
             ("heartbeat_interval", self.heartbeat_interval > 0),
             ("drain_timeout", self.drain_timeout >= 0),
             ("header_timeout", self.header_timeout > 0),
@@ -205,6 +208,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 FIELDS: tuple[str, ...] = Config.__struct_fields__
 
 
+def _paths_ok(paths: list[str]) -> bool:
+    """A dialect's paths: at least one, each absolute, none twice."""
+    return bool(paths) and len(set(paths)) == len(paths) and all(p.startswith("/") for p in paths)
+
+
 def _secret(field: str) -> bool:
     return "secret" in field or "private_key" in field or "token" == field[-5:]
 
@@ -223,7 +231,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         key = ENV_PREFIX + field.upper()
         if key in env:
             out[field] = env[key]
-    for field in ("markets", "tickers", "coinbase_issuers", "bearer_algorithms"):
+    for field in ("markets", "tickers", "coinbase_issuers", "bearer_algorithms", "native_paths"):
         if isinstance(out.get(field), str):
             out[field] = [s.strip() for s in out[field].split(",") if s.strip()]
     return out

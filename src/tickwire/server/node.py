@@ -12,7 +12,7 @@ from aiohttp import web
 from tickwire.auth import Principal
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
 from tickwire.engine.redis import RedisEngine, is_engine_url, redact
-from tickwire.hub import CLOSE_SHUTDOWN, Hub
+from tickwire.hub import CLOSE_SHUTDOWN, Hub, WireFormat
 from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.publication import now_ms
 from tickwire.server.config import Config, ConfigError
@@ -59,6 +59,8 @@ class Node:
         self.verify_token: TokenVerifier | None = None
         #: Verifies an InstaMrkt-style ``?id=&n=&h=`` digest; set with the auth layer.
         self.verify_digest: DigestVerifier | None = None
+        #: Heartbeat renderers of the mounted dialects, by the wire format they go to.
+        self.heartbeats: list[tuple[WireFormat, Callable[[int], bytes | None]]] = []
         self.draining = False
         self.started = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -115,11 +117,13 @@ class Node:
         self.started = False
 
     async def _heartbeats(self) -> None:
-        from tickwire.dialects.native import NATIVE, render_heartbeat
-
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
-            self.hub.broadcast(render_heartbeat(now_ms()), NATIVE)
+            ts = now_ms()
+            for fmt, render in self.heartbeats:
+                payload = render(ts)
+                if payload is not None:
+                    self.hub.broadcast(payload, fmt)
 
 
 async def _logged(factory: Callable[[], Awaitable[None]]) -> None:

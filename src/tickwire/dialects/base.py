@@ -1,0 +1,256 @@
+"""What a dialect is: a sans-I/O translator between one wire protocol and the core.
+
+A dialect supplies only what differs between protocols — how a client presents its
+credential, how frames parse into :data:`Command`\\ s, how core :data:`Event`\\ s and
+errors render, and the :class:`~tickwire.hub.WireFormat` of publications. Everything the
+dialects share (identity and its expiry, channel limits, rate limiting, the
+errors-in-a-row policy, entitlements, all-or-nothing subscribe) lives once in
+:class:`tickwire.dialects.core.ConnectionCore`; the server mounts every dialect with one
+generic WebSocket shell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from tickwire.auth import Principal
+from tickwire.dialects.errors import ProtocolError
+from tickwire.hub import WireFormat
+from tickwire.model.channels import Channel
+from tickwire.model.errors import TickwireError
+from tickwire.model.publication import Position
+
+RequestId = int | str | None
+
+# -- credentials -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Token:
+    """A JWT: a gateway token, a client-signed (Coinbase) JWT or an identity provider's."""
+
+    value: str
+
+    def __repr__(self) -> str:  # never print a credential
+        return "Token(***)"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Digest:
+    """An InstaMrkt-style ``id``/``nonce``/``sha256(id + nonce + session key)`` triple."""
+
+    user_id: str
+    nonce: str
+    digest: str
+
+    def __repr__(self) -> str:
+        return f"Digest(user_id={self.user_id!r}, ***)"
+
+
+Credential = Token | Digest
+
+# -- commands: what a dialect's parser asks of the core -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Subscribe to every item or to none. ``credential``, when given, authorizes this
+    request only (Coinbase sends a JWT with each subscribe)."""
+
+    id: RequestId
+    items: Sequence[tuple[Channel, Position | None]]
+    credential: Credential | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Unsubscribe ``channels``, or every channel when ``channels`` is None."""
+
+    id: RequestId
+    channels: Sequence[Channel] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """Present a credential; ``refresh`` replaces an identity's credential before it
+    expires (it must name the same user)."""
+
+    id: RequestId
+    credential: Credential
+    refresh: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A message the dialect composed itself (``pong``, a list of opcodes, ...)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection with ``code`` (after what is already queued)."""
+
+    code: int
+    reason: str | None = None
+
+
+Command = Subscribe | Unsubscribe | Authenticate | Ping | Reply | Close
+
+# -- events: what the core asks a dialect to render ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribedChannel:
+    """Where one subscribed channel's stream starts. ``recovered`` is None unless the
+    client asked to resume ``since`` a position."""
+
+    channel: str
+    epoch: str
+    seq: int
+    recovered: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """``channels`` were subscribed; ``current`` is every channel the connection holds."""
+
+    id: RequestId
+    channels: tuple[SubscribedChannel, ...]
+    current: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    """``channels`` were unsubscribed (those that were held); ``current`` remains."""
+
+    id: RequestId
+    channels: tuple[str, ...]
+    current: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The connection acts as ``principal`` now; ``dropped`` are channels it held that the
+    new identity may not read (they were unsubscribed)."""
+
+    id: RequestId
+    principal: Principal
+    dropped: tuple[str, ...]
+    refresh: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    id: RequestId
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expiring:
+    """The identity's credential expired: the connection closes (3005) unless a refresh
+    arrives within ``grace`` seconds."""
+
+    grace: float
+
+
+Event = Subscribed | Unsubscribed | Authenticated | Pong | Expiring
+
+# -- the handshake and the dialect itself ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """The WebSocket upgrade request as a dialect sees it (no sockets)."""
+
+    path: str
+    #: every query parameter's values, in order (``?stream=a&stream=b``)
+    query: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: header names in lower case
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def first(self, name: str) -> str | None:
+        """The first value of query parameter ``name``."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+class Refused(TickwireError):
+    """The handshake is refused before the upgrade, with HTTP ``status`` and ``body``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, body: bytes, content_type: str
+    ) -> None:
+        super().__init__(code, message)
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+
+class Dialect:
+    """One client connection's translator. A dialect is a subclass of this; the server
+    makes one instance per connection from its :class:`Handshake` (a constructor that
+    raises :class:`Refused` refuses the upgrade).
+
+    Override :meth:`parse`, :meth:`render` and :meth:`render_error`; set :attr:`name` and
+    :attr:`fmt`; the rest has defaults every dialect may keep.
+    """
+
+    #: Names the dialect in config, metrics and logs.
+    name: ClassVar[str]
+    #: How the hub renders publications, snapshots and resets for this dialect.
+    fmt: ClassVar[WireFormat]
+    #: Seconds to the first subscription before the connection is closed (None: never).
+    subscribe_within: ClassVar[float | None] = None
+    #: Errors in a row after which the connection is closed for policy violation.
+    max_errors_in_a_row: ClassVar[int] = 50
+
+    def __init__(self, handshake: Handshake) -> None:
+        self.handshake = handshake
+
+    def credential(self) -> Credential | None:
+        """The credential presented with the handshake, if any."""
+        return None
+
+    def opening(self) -> list[Command]:
+        """Commands to run once the connection is open (e.g. ``?stream=`` subscriptions)."""
+        return []
+
+    def greeting(self) -> list[bytes]:
+        """Messages sent as soon as the connection opens (before any credential check)."""
+        return []
+
+    def parse(self, frame: str) -> list[Command]:
+        """Commands of one inbound text frame; raises :class:`ProtocolError`."""
+        raise NotImplementedError
+
+    def parse_binary(self, frame: bytes) -> list[Command]:
+        """Commands of one inbound binary frame; most protocols have none."""
+        raise ProtocolError("binary_not_supported", "binary frames are not supported")
+
+    def render(self, event: Event) -> bytes | None:
+        """The message telling the client about ``event`` (None: nothing to send)."""
+        raise NotImplementedError
+
+    def render_error(self, error: ProtocolError) -> bytes:
+        """The message telling the client about ``error``."""
+        raise NotImplementedError
+
+    @classmethod
+    def heartbeat(cls, ts: int) -> bytes | None:
+        """The heartbeat message sent to every connection of this dialect (None: none)."""
+        return None
+
+
+def dialect_error(exc: TickwireError, request_id: RequestId = None) -> ProtocolError:
+    """Any client-visible error as the :class:`ProtocolError` a dialect renders."""
+    if isinstance(exc, ProtocolError):
+        return exc
+    return ProtocolError(exc.code, exc.message, request_id)

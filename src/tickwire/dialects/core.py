@@ -1,0 +1,444 @@
+"""The connection core every dialect shares: identity, limits, errors, subscriptions.
+
+A server shell gives each connection a :class:`ConnectionCore` with the dialect's
+per-connection :class:`~tickwire.dialects.base.Dialect` and the hub's
+:class:`~tickwire.hub.Connection`, then feeds it frames. The core imports no asyncio and
+no aiohttp: it awaits only the hub and the credential verifier it is given, and the shell
+supplies its timers and clocks (:class:`Services`), so it is unit-tested with bytes.
+
+Everything that changes a connection's state is in :data:`TRANSITIONS` below.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from tickwire.auth import ANONYMOUS, AuthError, Principal, authorize
+from tickwire.dialects.base import (
+    Authenticate,
+    Authenticated,
+    Close,
+    Command,
+    Credential,
+    Dialect,
+    Event,
+    Expiring,
+    Ping,
+    Pong,
+    Reply,
+    RequestId,
+    Subscribe,
+    Subscribed,
+    SubscribedChannel,
+    Unsubscribe,
+    Unsubscribed,
+    dialect_error,
+)
+from tickwire.dialects.errors import ProtocolError
+from tickwire.engine.base import EngineError
+from tickwire.hub import (
+    CLOSE_POLICY,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_UNAUTHORIZED,
+    Catchup,
+    Connection,
+    Hub,
+)
+from tickwire.model.channels import Channel, parse_channel
+from tickwire.model.errors import TickwireError
+from tickwire.model.publication import Position
+from tickwire.model.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    """Where a connection stands with its identity."""
+
+    #: open, no identity: public channels only
+    ANONYMOUS = "anonymous"
+    #: acting as a verified principal
+    AUTHENTICATED = "authenticated"
+    #: the principal's credential expired: a refresh within the grace period, or close
+    EXPIRING = "expiring"
+    #: closed: nothing more is read or sent
+    CLOSED = "closed"
+
+
+class Trigger(enum.Enum):
+    AUTHENTICATED = "authenticated"
+    REFRESHED = "refreshed"
+    EXPIRED = "expired"
+    CLOSED = "closed"
+
+
+#: The whole state machine: (state, trigger) -> next state. A pair not listed is refused
+#: (:meth:`ConnectionCore._move` raises), so a new rule is one line here.
+TRANSITIONS: dict[tuple[State, Trigger], State] = {
+    (State.ANONYMOUS, Trigger.AUTHENTICATED): State.AUTHENTICATED,
+    (State.AUTHENTICATED, Trigger.AUTHENTICATED): State.AUTHENTICATED,
+    (State.AUTHENTICATED, Trigger.REFRESHED): State.AUTHENTICATED,
+    (State.AUTHENTICATED, Trigger.EXPIRED): State.EXPIRING,
+    (State.EXPIRING, Trigger.AUTHENTICATED): State.AUTHENTICATED,
+    (State.EXPIRING, Trigger.REFRESHED): State.AUTHENTICATED,
+    (State.ANONYMOUS, Trigger.CLOSED): State.CLOSED,
+    (State.AUTHENTICATED, Trigger.CLOSED): State.CLOSED,
+    (State.EXPIRING, Trigger.CLOSED): State.CLOSED,
+    (State.CLOSED, Trigger.CLOSED): State.CLOSED,
+}
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one connection may do (from the config's one schema)."""
+
+    max_channels: int = 1000
+    #: frames over this many bytes get ``frame_too_large`` (larger ones the shell refuses)
+    max_frame_bytes: int = 65_536
+    requests_per_second: float = 100.0
+    request_burst: float = 200.0
+    token_expiry_grace: float = 10.0
+
+
+class Services(Protocol):
+    """What the core needs from the node; the server shell provides it."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    def channel_exists(self, channel: Channel) -> bool: ...
+
+    def verify(self, credential: Credential) -> Awaitable[Principal]:
+        """The principal of a credential; raises :class:`AuthError`."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable: ...
+
+    def time(self) -> float:
+        """Wall-clock seconds (credential expiry)."""
+
+    def monotonic(self) -> float:
+        """Monotonic seconds (rate limiting)."""
+
+    def now_ms(self) -> int:
+        """Wall-clock milliseconds (pong timestamps)."""
+
+
+class ConnectionCore:
+    """One client connection's protocol state, the same for every dialect."""
+
+    def __init__(self, services: Services, dialect: Dialect, conn: Connection) -> None:
+        self.services = services
+        self.hub = services.hub
+        self.limits = services.limits
+        self.dialect = dialect
+        self.conn = conn
+        self.state = State.ANONYMOUS
+        self.principal: Principal = ANONYMOUS
+        self.errors_in_a_row = 0
+        self._bucket = TokenBucket(
+            self.limits.requests_per_second, self.limits.request_burst, services.monotonic()
+        )
+        self._expiry: Cancellable | None = None
+        self._deadline: Cancellable | None = None
+
+    # -- the shell's calls ------------------------------------------------------------
+
+    async def open(self) -> bool:
+        """Greet, check the handshake's credential and run the dialect's opening commands.
+        False when the connection was closed (a handshake credential that fails)."""
+        for payload in self.dialect.greeting():
+            self.send(payload)
+        credential = self.dialect.credential()
+        if credential is not None:
+            try:
+                principal = await self.services.verify(credential)
+            except AuthError as exc:
+                self.send(self.dialect.render_error(dialect_error(exc)))
+                self.close(CLOSE_UNAUTHORIZED)
+                return False
+            self._become(principal, None, refresh=False)
+        within = self.dialect.subscribe_within
+        if within is not None:
+            self._deadline = self.services.call_later(within, self._no_subscription)
+        for cmd in self.dialect.opening():
+            if not await self._run(cmd):
+                break
+        return not self.closed
+
+    async def receive(self, frame: str) -> None:
+        """One inbound text frame."""
+        if self.closed:
+            return
+        limit = self.limits.max_frame_bytes
+        if len(frame) > limit or (4 * len(frame) > limit and len(frame.encode()) > limit):
+            self.fail(ProtocolError("frame_too_large", f"frame exceeds {limit} bytes"))
+            return
+        await self._frame(lambda: self.dialect.parse(frame))
+
+    async def receive_binary(self, frame: bytes) -> None:
+        """One inbound binary frame."""
+        if self.closed:
+            return
+        limit = self.limits.max_frame_bytes
+        if len(frame) > limit:
+            self.fail(ProtocolError("frame_too_large", f"frame exceeds {limit} bytes"))
+            return
+        await self._frame(lambda: self.dialect.parse_binary(frame))
+
+    def finish(self) -> None:
+        """The connection ended (either side): cancel timers, leave every channel."""
+        self._cancel_timers()
+        self.state = TRANSITIONS[(self.state, Trigger.CLOSED)]
+        if not self.conn.closed:
+            self.hub.disconnect(self.conn)
+
+    # -- sending and closing ----------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED or self.conn.closed
+
+    def send(self, payload: bytes) -> None:
+        self.hub.send(self.conn, payload)
+
+    def emit(self, event: Event) -> None:
+        payload = self.dialect.render(event)
+        if payload is not None:
+            self.send(payload)
+
+    def fail(self, error: ProtocolError) -> None:
+        """Tell the client; too many errors in a row close the connection."""
+        self.send(self.dialect.render_error(error))
+        self.errors_in_a_row += 1
+        if self.errors_in_a_row >= self.dialect.max_errors_in_a_row:
+            self.close(CLOSE_POLICY, "too many errors")
+
+    def close(self, code: int, reason: str | None = None) -> None:
+        """Close after what is queued, with ``code``."""
+        self._cancel_timers()
+        self.state = TRANSITIONS[(self.state, Trigger.CLOSED)]
+        self.conn.close(code, reason)
+
+    # -- frames and commands ----------------------------------------------------------
+
+    async def _frame(self, parse: Callable[[], list[Command]]) -> None:
+        if not self._bucket.take(self.services.monotonic()):
+            self.fail(ProtocolError("rate_limited", "too many requests: slow down"))
+            return
+        try:
+            commands = parse()
+        except TickwireError as exc:  # any client-visible error: its own code and message
+            self.fail(dialect_error(exc))
+            return
+        except Exception:
+            # a bug of ours in a parser: the client is told, the connection goes on
+            log.exception("%s: parsing a frame failed", self.dialect.name)
+            self.fail(ProtocolError("internal", "the server failed to read the request"))
+            return
+        ok = True
+        for cmd in commands:
+            ok = await self._run(cmd) and ok
+            if self.closed:
+                return
+        if ok:
+            self.errors_in_a_row = 0
+
+    async def _run(self, cmd: Command) -> bool:
+        """Execute one command; False when it failed (the client was told)."""
+        rid = getattr(cmd, "id", None)
+        try:
+            await self._execute(cmd)
+        except TickwireError as exc:
+            self.fail(dialect_error(exc, rid))
+            return False
+        except Exception:
+            log.exception("%s: a request failed", self.dialect.name)
+            self.fail(ProtocolError("internal", "the server failed to serve the request", rid))
+            return False
+        return True
+
+    async def _execute(self, cmd: Command) -> None:
+        if isinstance(cmd, Subscribe):
+            await self._subscribe(cmd)
+        elif isinstance(cmd, Unsubscribe):
+            self._unsubscribe(cmd)
+        elif isinstance(cmd, Ping):
+            self.emit(Pong(cmd.id, self.services.now_ms()))
+        elif isinstance(cmd, Authenticate):
+            await self._authenticate(cmd)
+        elif isinstance(cmd, Reply):
+            self.send(cmd.payload)
+        elif isinstance(cmd, Close):
+            self.close(cmd.code, cmd.reason)
+        else:  # pragma: no cover - Command is a closed union
+            raise TypeError(f"unknown command {cmd!r}")
+
+    # -- identity ---------------------------------------------------------------------
+
+    async def _verify(self, credential: Credential, rid: RequestId) -> Principal:
+        try:
+            return await self.services.verify(credential)
+        except AuthError as exc:
+            raise dialect_error(exc, rid) from None
+
+    async def _authenticate(self, cmd: Authenticate) -> None:
+        if cmd.refresh and self.state is State.ANONYMOUS:
+            raise ProtocolError(
+                "unauthorized", "refresh: this connection has no identity to refresh", cmd.id
+            )
+        principal = await self._verify(cmd.credential, cmd.id)
+        if self.closed:
+            return
+        if cmd.refresh and principal.user_id != self.principal.user_id:
+            raise ProtocolError("forbidden", "refresh token is for another user", cmd.id)
+        self._become(principal, cmd.id, refresh=cmd.refresh)
+
+    def _become(self, principal: Principal, rid: RequestId, *, refresh: bool) -> None:
+        """Act as ``principal`` from now on (its credential verified)."""
+        self._move(Trigger.REFRESHED if refresh else Trigger.AUTHENTICATED)
+        self.principal = principal
+        dropped = []
+        for name in sorted(self.conn.channels):
+            if authorize(principal, parse_channel(name)) is not None:
+                self.hub.unsubscribe(self.conn, name)
+                dropped.append(name)
+        self._schedule_expiry(principal.expires_at)
+        self.emit(Authenticated(rid, principal, tuple(dropped), refresh))
+
+    def _schedule_expiry(self, expires_at: float | None) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if expires_at is not None:
+            delay = max(0.0, expires_at - self.services.time())
+            self._expiry = self.services.call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        if self.closed:
+            return
+        self._move(Trigger.EXPIRED)
+        grace = self.limits.token_expiry_grace
+        self.emit(Expiring(grace))
+        if grace <= 0:
+            self.close(CLOSE_TOKEN_EXPIRED)
+        else:
+            self._expiry = self.services.call_later(grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        if self.state is State.EXPIRING:
+            self.close(CLOSE_TOKEN_EXPIRED)
+
+    def _move(self, trigger: Trigger) -> None:
+        nxt = TRANSITIONS.get((self.state, trigger))
+        if nxt is None:
+            raise ProtocolError(
+                "bad_request", f"not possible now: {trigger.value} while {self.state.value}"
+            )
+        self.state = nxt
+
+    # -- subscriptions ----------------------------------------------------------------
+
+    def check(self, channel: Channel, principal: Principal, rid: RequestId) -> None:
+        """Raise :class:`ProtocolError` unless ``principal`` may read ``channel``."""
+        if not channel.private and not self.services.channel_exists(channel):
+            raise ProtocolError(
+                "unknown_channel",
+                f"channel {channel.name!r}: unknown symbol {channel.symbol!r}",
+                rid,
+            )
+        denied = authorize(principal, channel)
+        if denied is not None:
+            raise ProtocolError(denied.code, denied.message, rid)
+
+    async def _subscribe(self, cmd: Subscribe) -> None:
+        rid = cmd.id
+        principal = self.principal
+        if cmd.credential is not None:
+            principal = await self._verify(cmd.credential, rid)
+        seen: dict[str, tuple[Channel, Position | None]] = {}
+        for channel, since in cmd.items:
+            self.check(channel, principal, rid)
+            seen[channel.name] = (channel, since)
+        new = [name for name in seen if name not in self.conn.channels]
+        limit = self.limits.max_channels
+        if len(self.conn.channels) + len(new) > limit:
+            raise ProtocolError(
+                "too_many_channels",
+                f"subscribing to {len(new)} more channels would exceed the limit of "
+                f"{limit} per connection",
+                rid,
+            )
+        catchups = await self._hub_subscribe(list(seen.values()), new, rid)
+        if self.closed:
+            return
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        reply = tuple(
+            SubscribedChannel(
+                c.channel,
+                c.position.epoch,
+                c.position.seq,
+                c.recovered if seen[c.channel][1] is not None else None,
+            )
+            for c in catchups
+        )
+        self.emit(Subscribed(rid, reply, tuple(sorted(self.conn.channels))))
+        for catchup in catchups:  # synchronous: nothing slips in between reply and data
+            self.hub.go_live(self.conn, catchup)
+
+    async def _hub_subscribe(
+        self, items: list[tuple[Channel, Position | None]], new: list[str], rid: RequestId
+    ) -> list[Catchup]:
+        """All or nothing: on any failure, the channels this request added are left."""
+        catchups: list[Catchup] = []
+        try:
+            for channel, since in items:
+                catchups.append(
+                    await self.hub.subscribe(self.conn, channel.name, channel.stateful, since)
+                )
+        except EngineError as exc:
+            self._leave(new)
+            # the engine's own message names internal hosts: log it, tell the client less
+            log.warning("subscribe failed: %s", exc)
+            raise ProtocolError(
+                "unavailable", "cannot subscribe now: the data store is unreachable; retry", rid
+            ) from None
+        except BaseException:
+            self._leave(new)
+            raise
+        return catchups
+
+    def _leave(self, names: list[str]) -> None:
+        for name in names:
+            self.hub.unsubscribe(self.conn, name)
+
+    def _unsubscribe(self, cmd: Unsubscribe) -> None:
+        if cmd.channels is None:
+            names = sorted(self.conn.channels)
+        else:
+            names = [ch.name for ch in cmd.channels]
+        removed = tuple(name for name in names if self.hub.unsubscribe(self.conn, name))
+        self.emit(Unsubscribed(cmd.id, removed, tuple(sorted(self.conn.channels))))
+
+    def _no_subscription(self) -> None:
+        self._deadline = None
+        if not self.closed and not self.conn.channels:
+            self.close(CLOSE_POLICY, "no subscription")
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._expiry, self._deadline):
+            if timer is not None:
+                timer.cancel()
+        self._expiry = self._deadline = None

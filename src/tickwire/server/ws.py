@@ -1,0 +1,148 @@
+"""The one WebSocket shell: every dialect is mounted on its paths by this handler.
+
+The shell does only I/O: the aiohttp handshake, reading frames, handing them to the
+dialect's :class:`~tickwire.dialects.core.ConnectionCore`. After the handshake the hub
+writes ready-made frames straight to the connection's transport (one write per loop
+iteration); aiohttp still reads frames and answers pings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import WSMsgType, web
+
+from tickwire.auth import AuthError, Principal
+from tickwire.dialects.base import Credential, Dialect, Digest, Handshake, Refused, Token
+from tickwire.dialects.core import Cancellable, ConnectionCore, Limits
+from tickwire.hub import Hub
+from tickwire.hub.wire import deflated
+from tickwire.model.channels import Channel
+from tickwire.model.publication import now_ms
+from tickwire.server.guard import CLOSE_PROTOCOL_ERROR, GuardedRequestHandler
+from tickwire.server.node import Node
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class NodeServices:
+    """What every connection core of one node needs from it (see ``Services``)."""
+
+    def __init__(self, node: Node) -> None:
+        cfg = node.config
+        self.node = node
+        self.limits = Limits(
+            max_channels=cfg.max_channels,
+            max_frame_bytes=cfg.max_frame_bytes,
+            requests_per_second=cfg.max_requests_per_second,
+            request_burst=2 * cfg.max_requests_per_second,
+            token_expiry_grace=cfg.token_expiry_grace,
+        )
+
+    @property
+    def hub(self) -> Hub:
+        return self.node.hub
+
+    def channel_exists(self, channel: Channel) -> bool:
+        return self.node.channel_exists(channel)
+
+    async def verify(self, credential: Credential) -> Principal:
+        node = self.node
+        if isinstance(credential, Token):
+            if node.verify_token is None:
+                raise AuthError("unauthorized", "this server does not accept tokens")
+            return await node.verify_token(credential.value)
+        if isinstance(credential, Digest):
+            if node.verify_digest is None:
+                raise AuthError("unauthorized", "this server does not accept session digests")
+            return await node.verify_digest(credential.user_id, credential.nonce, credential.digest)
+        raise AuthError("unauthorized", "unsupported credential")  # pragma: no cover
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now_ms(self) -> int:
+        return now_ms()
+
+
+def handshake_of(request: web.Request) -> Handshake:
+    query = request.query
+    return Handshake(
+        path=request.path,
+        query={key: query.getall(key) for key in query.keys()},
+        headers={k.lower(): v for k, v in request.headers.items()},
+    )
+
+
+def dialect_handler(dialect: type[Dialect], svc: NodeServices) -> Handler:
+    """The aiohttp handler serving ``dialect`` on ``svc``'s node."""
+    node = svc.node
+    cfg = node.config
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if node.draining:
+            raise web.HTTPServiceUnavailable(text="draining: connect to another node")
+        try:
+            translator = dialect(handshake_of(request))
+        except Refused as exc:
+            return web.Response(status=exc.status, body=exc.body, content_type=exc.content_type)
+        ws = web.WebSocketResponse(
+            autoping=True, max_msg_size=cfg.max_frame_hard_bytes, compress=cfg.compression
+        )
+        await ws.prepare(request)
+        transport = request.transport
+        if transport is None:  # pragma: no cover - the peer vanished during the handshake
+            return ws
+        # permessage-deflate, when enabled and asked for: the window size aiohttp negotiated
+        wbits = int(ws.compress)
+        fmt = deflated(translator.fmt, wbits) if wbits else translator.fmt
+        conn = node.hub.connect(transport, fmt, cfg.max_queue_bytes)
+        core = ConnectionCore(svc, translator, conn)
+        if isinstance(request.protocol, GuardedRequestHandler):  # RFC 6455 5.1: close with 1002
+            request.protocol.on_unmasked_frame(
+                lambda: conn.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+            )
+        try:
+            if await core.open():
+                async for msg in ws:
+                    if core.closed:
+                        break
+                    if msg.type == WSMsgType.TEXT:
+                        await core.receive(msg.data)
+                    elif msg.type == WSMsgType.BINARY:
+                        await core.receive_binary(msg.data)
+                    elif msg.type == WSMsgType.ERROR:
+                        break
+        finally:
+            core.finish()
+        return ws
+
+    handler.__name__ = f"{dialect.name}_handler"
+    return handler
+
+
+def mount(app: web.Application, node: Node, dialect: type[Dialect], paths: list[str]) -> None:
+    """Serve ``dialect`` on each of ``paths`` (and send its heartbeats)."""
+    svc = app.get(SERVICES_KEY)
+    if svc is None:
+        svc = app[SERVICES_KEY] = NodeServices(node)
+    handler = dialect_handler(dialect, svc)
+    for path in paths:
+        app.router.add_get(path, handler)
+    if dialect.heartbeat(0) is not None:
+        node.heartbeats.append((dialect.fmt, dialect.heartbeat))
+
+
+#: The node's services shared by every dialect mounted on an application.
+SERVICES_KEY: web.AppKey[NodeServices] = web.AppKey("services", NodeServices)
