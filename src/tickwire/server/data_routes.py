@@ -1,4 +1,5 @@
-"""HTTP routes for market data: ``POST /api/v1/publish`` and ``GET /api/v1/book/<market>``.
+"""HTTP routes for market data: ``POST /api/v1/publish``, ``GET /api/v1/book/<market>`` and
+``GET /api/v1/markets`` (the registry).
 
 Errors are ``{"error": {"code", "message", "field"?, "index"?}}`` with a 4xx status; the
 codes are stable and listed in docs/market-data.md.
@@ -26,7 +27,8 @@ from tickwire.engine.base import EngineError
 from tickwire.ingest.demo import DemoMarket
 from tickwire.ingest.gateway import Gateway, GatewaySettings, IngestError
 from tickwire.ingest.schemas import decode_batch, to_ops
-from tickwire.model.markets import build_registry
+from tickwire.model.channels import CANDLE_INTERVALS
+from tickwire.model.markets import MarketRegistry, build_registry
 from tickwire.model.sentiment import SentimentSettings
 from tickwire.server.config import Config
 from tickwire.server.node import Node
@@ -345,6 +347,33 @@ def add_data_routes(
     return auth
 
 
+def add_registry_route(app: web.Application, registry: MarketRegistry) -> None:
+    """Add ``GET /api/v1/markets``: the markets (id, base, quote, increments), the
+    sentiment tickers and the candle intervals this gateway serves (the dashboard's
+    pickers). The registry does not change while the server runs: encoded once."""
+    body = _encode(
+        {
+            "markets": [
+                {
+                    "id": m.id,
+                    "base": m.base,
+                    "quote": m.quote,
+                    "price_increment": m.price_increment.text,
+                    "size_increment": m.size_increment.text,
+                }
+                for m in registry.markets
+            ],
+            "tickers": sorted(registry.sentiment_tickers),
+            "candle_intervals": list(CANDLE_INTERVALS),
+        }
+    )
+
+    async def markets(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app.router.add_get("/api/v1/markets", markets)
+
+
 def install_market_data(
     app: web.Application,
     config: Config,
@@ -375,6 +404,7 @@ def install_market_data(
         body_timeout=config.body_timeout,
     )
     add_data_routes(app, gateway, check_publisher=check, settings=publish, limiter=limiter)
+    add_registry_route(app, registry)
     node.background.append(gateway.run)
     if config.demo:
         demo = DemoMarket(gateway, seed=config.seed, rate=config.demo_rate)
