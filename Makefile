@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit bench clean install
+.PHONY: demo test lint typecheck unit bench clean install browser dashboard-screenshot
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the dashboard's browser test (quick when it is installed).
+browser:
+	@bash tests/setup_browser.sh
+
+# docs/img/dashboard.png: the desktop screenshot the browser test takes (docs/dashboard.md).
+dashboard-screenshot: $(STAMP) browser
+	@dir=$$(mktemp -d) && TICKWIRE_ARTIFACTS=$$dir $(PY) -m pytest -q -p no:cacheprovider \
+	  tests/test_dashboard.py -k chromium && mkdir -p docs/img && \
+	  cp $$dir/dashboard-1280-dark.png docs/img/dashboard.png && \
+	  echo "docs/img/dashboard.png updated (all screenshots: $$dir)"
 
 test: lint typecheck unit
 

@@ -178,7 +178,10 @@ async def test_index_page_is_served() -> None:
     async with run_gateway() as gw:
         async with gw.session.get(gw.http + "/") as resp:
             assert resp.status == 200
-            assert "/ws" in await resp.text()
+            assert "/static/dashboard.js" in await resp.text()
+        async with gw.session.get(gw.http + "/static/dashboard.js") as resp:
+            assert resp.status == 200
+            assert "/ws" in await resp.text()  # the page speaks the native protocol
 
 
 async def _same_gateway_many_clients(gw: Gateway) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
-from importlib import resources
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -16,6 +15,7 @@ from tickwire.engine.redis import redact
 from tickwire.server import metrics
 from tickwire.server.auth_routes import install_auth
 from tickwire.server.config import Config
+from tickwire.server.dashboard import install_dashboard
 from tickwire.server.data_routes import install_market_data
 from tickwire.server.guard import ConnectionGuard, GuardedSite, header_deadline_met
 from tickwire.server.node import NODE_KEY, Node
@@ -43,11 +43,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
-async def index(request: web.Request) -> web.Response:
-    page = resources.files("tickwire.server").joinpath("static/index.html").read_bytes()
-    return web.Response(body=page, content_type="text/html")
-
-
 def build_app(config: Config, node: Node | None = None) -> web.Application:
     """The whole gateway as an aiohttp application (started and stopped with it)."""
     node = node or Node(config)
@@ -57,7 +52,7 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     )
     app[NODE_KEY] = node
     app[METRICS_KEY] = metrics.make_registry(node)
-    app.router.add_get("/", index)
+    install_dashboard(app)  # GET / and /static/*: the live page (docs/dashboard.md)
     mount(app, node, Native, config.native_paths)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
