@@ -211,6 +211,11 @@ READ_PAGE = """() => {
     title: document.title,
     url: location.href,
     width: [document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth],
+    // no panel scrolls sideways either: every element's content fits its box
+    overflowing: [...document.querySelectorAll("main *")]
+      .filter((e) => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== "hidden"
+        && getComputedStyle(e).overflowX !== "visible")
+      .map((e) => e.id || e.className),
   };
 }"""
 
@@ -370,6 +375,7 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
 
             await page.screenshot(path=shots / "dashboard-1280-dark.png")
             assert view["width"][0] <= 1280 and view["width"][1] <= 1280, view["width"]
+            assert view["overflowing"] == [], view["overflowing"]
 
             # light theme at the same width
             await page.emulate_media(color_scheme="light")
@@ -393,11 +399,19 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
             await page.wait_for_function("() => window.innerWidth === 390")
             view = await read(page)
             assert view["width"][0] <= 390 and view["width"][1] <= 390, view["width"]
+            assert view["overflowing"] == [], view["overflowing"]
             assert_ladder_sound(view)
             await page.screenshot(path=shots / "dashboard-390-light.png", full_page=True)
             await page.emulate_media(color_scheme="dark")
             await page.wait_for_function("() => document.documentElement.dataset.theme === 'dark'")
             await page.screenshot(path=shots / "dashboard-390-dark.png", full_page=True)
+            # and the narrowest phones in use
+            for width in (360, 320):
+                await page.set_viewport_size({"width": width, "height": 700})
+                await page.wait_for_function("(w) => window.innerWidth === w", arg=width)
+                view = await read(page)
+                assert max(view["width"]) <= width, (width, view["width"])
+                assert view["overflowing"] == [], (width, view["overflowing"])
         finally:
             await browser.close()
     print(f"dashboard screenshots: {shots}")

@@ -948,11 +948,15 @@
       const cr = s && s.crowd.size ? s.crowd.get(Math.max(...s.crowd.keys())) : null;
       tr.classList.toggle("sel", tr.dataset.ticker === app.ticker);
       const cells = tr.cells;
-      cells[1].textContent = mp ? `${signed(mp.mp_sentiment, 3)} · ${signed(mp.mp_sentiment_moving_average, 3)}` : "—";
-      cells[1].className = cls(mp && mp.mp_sentiment);
+      // a value and, smaller beside it (below it on a phone), its moving average
+      const pair = (cell, v, ma) => {
+        cell.replaceChildren(el("span", cls(v), signed(v, 3)), el("small", "ma", signed(ma, 3)));
+      };
+      if (mp) pair(cells[1], mp.mp_sentiment, mp.mp_sentiment_moving_average);
+      else cells[1].textContent = "—";
       cells[2].textContent = mp ? signed(mp.mp_sentiment_z_score, 2) : "—";
-      cells[3].textContent = cr ? `${signed(cr.crowd_sentiment, 3)} · ${signed(cr.crowd_sentiment_moving_average, 3)}` : "—";
-      cells[3].className = cls(cr && cr.crowd_sentiment);
+      if (cr) pair(cells[3], cr.crowd_sentiment, cr.crowd_sentiment_moving_average);
+      else cells[3].textContent = "—";
       cells[4].textContent = cr ? String(cr.volume) : "—";
       cells[5].textContent = cr && cr.buzz !== null ? cr.buzz.toFixed(2) : "—";
     }
