@@ -135,12 +135,20 @@ class Session:
 
 
 def entitlements_to_json(ents: Entitlements) -> dict[str, object]:
-    """``{"kinds": [...]|null, "symbols": [...]|null, "private": bool}``."""
-    return {
+    """``{"kinds": [...]|null, "symbols": [...]|null, "private": bool}``, plus the Market
+    Prophit fields ``paths``, ``streaming_paths`` and ``streaming`` when not the default."""
+    out: dict[str, object] = {
         "kinds": None if ents.kinds is None else sorted(ents.kinds),
         "symbols": None if ents.symbols is None else sorted(ents.symbols),
         "private": ents.private,
     }
+    if ents.paths is not None:
+        out["paths"] = sorted(ents.paths)
+    if ents.streaming_paths is not None:
+        out["streaming_paths"] = sorted(ents.streaming_paths)
+    if not ents.streaming:
+        out["streaming"] = False
+    return out
 
 
 def _str_set(value: object, field: str) -> frozenset[str] | None:
@@ -157,7 +165,7 @@ def entitlements_from_json(value: object) -> Entitlements:
     """Parse :func:`entitlements_to_json`'s shape; :class:`KeyStoreError` names the field."""
     if not isinstance(value, dict):
         raise KeyStoreError("bad_entitlements", "entitlements must be an object")
-    unknown = set(value) - {"kinds", "symbols", "private"}
+    unknown = set(value) - set(_ENTITLEMENT_FIELDS)
     if unknown:
         raise KeyStoreError(
             "bad_entitlements", f"entitlements: unknown field {sorted(unknown)[0]!r}"
@@ -165,6 +173,9 @@ def entitlements_from_json(value: object) -> Entitlements:
     private = value.get("private", True)
     if not isinstance(private, bool):
         raise KeyStoreError("bad_entitlements", "entitlements.private must be true or false")
+    streaming = value.get("streaming", True)
+    if not isinstance(streaming, bool):
+        raise KeyStoreError("bad_entitlements", "entitlements.streaming must be true or false")
     kinds = _str_set(value.get("kinds"), "kinds")
     if kinds is not None:
         bad = sorted(kinds - set(PUBLIC_KINDS))
@@ -175,8 +186,26 @@ def entitlements_from_json(value: object) -> Entitlements:
                 f"(expected some of {', '.join(PUBLIC_KINDS)})",
             )
     return Entitlements(
-        kinds=kinds, symbols=_str_set(value.get("symbols"), "symbols"), private=private
+        kinds=kinds,
+        symbols=_str_set(value.get("symbols"), "symbols"),
+        private=private,
+        paths=_paths(value.get("paths"), "paths"),
+        streaming_paths=_paths(value.get("streaming_paths"), "streaming_paths"),
+        streaming=streaming,
     )
+
+
+#: Fields of the entitlements object (docs/auth.md).
+_ENTITLEMENT_FIELDS = ("kinds", "symbols", "private", "paths", "streaming_paths", "streaming")
+_REAL_TIME = "/real-time/"
+
+
+def _paths(value: object, field: str) -> frozenset[str] | None:
+    """Endpoint names, given with or without the ``/real-time/`` prefix."""
+    names = _str_set(value, field)
+    if names is None:
+        return None
+    return frozenset(n[len(_REAL_TIME) :] if n.startswith(_REAL_TIME) else n for n in names)
 
 
 _YES = {"yes", "true", "1", "on"}
@@ -207,16 +236,17 @@ def parse_entitlements_spec(spec: str) -> Entitlements:
             continue
         field, sep, raw = part.partition("=")
         field = field.strip()
-        if not sep or field not in ("kinds", "symbols", "private"):
+        if not sep or field not in _ENTITLEMENT_FIELDS:
             raise KeyStoreError(
                 "bad_entitlements",
-                f"entitlements: expected kinds=…;symbols=…;private=yes|no, got {part.strip()!r}",
+                "entitlements: expected kinds=…;symbols=…;private=yes|no (or paths=…;"
+                f"streaming_paths=…;streaming=yes|no), got {part.strip()!r}",
             )
         raw = raw.strip()
-        if field == "private":
+        if field in ("private", "streaming"):
             if raw.lower() not in _YES | _NO:
-                raise KeyStoreError("bad_entitlements", "entitlements: private must be yes or no")
-            obj["private"] = raw.lower() in _YES
+                raise KeyStoreError("bad_entitlements", f"entitlements: {field} must be yes or no")
+            obj[field] = raw.lower() in _YES
         else:
             obj[field] = (
                 None if raw in ("", "*") else [v.strip() for v in raw.split(",") if v.strip()]

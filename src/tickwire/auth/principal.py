@@ -20,6 +20,12 @@ class Entitlements:
     kinds: frozenset[str] | None = None
     symbols: frozenset[str] | None = None
     private: bool = True
+    #: Market Prophit ``/real-time/`` endpoint names readable over REST (None: all).
+    paths: frozenset[str] | None = None
+    #: Endpoint names that may be streamed over Socket.IO (None: all).
+    streaming_paths: frozenset[str] | None = None
+    #: Whether the key may stream over Socket.IO at all.
+    streaming: bool = True
 
 
 PUBLIC_ONLY = Entitlements(private=False)

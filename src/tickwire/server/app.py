@@ -19,6 +19,8 @@ from tickwire.server.dashboard import install_dashboard
 from tickwire.server.data_routes import install_market_data
 from tickwire.server.guard import ConnectionGuard, GuardedSite, header_deadline_met
 from tickwire.server.node import NODE_KEY, Node
+from tickwire.server.realtime_routes import add_realtime_routes
+from tickwire.server.socketio import install_socketio
 from tickwire.server.ws import mount
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     app[METRICS_KEY] = metrics.make_registry(node)
     install_dashboard(app)  # GET / and /static/*: the live page (docs/dashboard.md)
     mount(app, node, Native, config.native_paths)
+    install_socketio(app, node)  # Market Prophit: Socket.IO, Engine.IO 3 and 4
+    add_realtime_routes(app, node)  # Market Prophit: GET /real-time/<name>
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

@@ -52,6 +52,21 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     native_paths: list[str] = msgspec.field(default_factory=lambda: ["/ws"])
     #: Seconds between server heartbeats on native connections.
     heartbeat_interval: float = 15.0
+    #: Paths Socket.IO (the Market Prophit dialect, Engine.IO 3 and 4) is served on.
+    prophit_paths: list[str] = msgspec.field(default_factory=lambda: ["/socket.io/"])
+    #: How results are pushed: ``data`` (v1), ``res`` (v2) or ``both``.
+    prophit_events: str = "both"
+    #: Seconds a dropped Socket.IO session is kept for connection-state recovery
+    #: (socket.io-client >= 4.6); 0: no recovery, and events carry no offset.
+    prophit_recovery: float = 120.0
+    #: Seconds between Engine.IO pings.
+    prophit_ping_interval: float = 25.0
+    #: Seconds an Engine.IO ping may go unanswered before the session is closed.
+    prophit_ping_timeout: float = 20.0
+    #: Largest Engine.IO polling body or WebSocket message accepted (bytes).
+    prophit_max_payload: int = 100_000
+    #: Seconds a Socket.IO session has to connect its namespace before it is closed.
+    prophit_connect_timeout: float = 45.0
     #: Offer permessage-deflate to clients that ask. Off by default: compressing costs CPU
     #: (once per publication and window size, shared by every client that negotiated it).
     compression: bool = False
@@ -165,6 +180,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("max_requests_per_second", self.max_requests_per_second > 0),
             ("native_paths", _paths_ok(self.native_paths)),
             ("heartbeat_interval", self.heartbeat_interval > 0),
+            ("prophit_paths", _paths_ok(self.prophit_paths)),
+            ("prophit_events", self.prophit_events in ("data", "res", "both")),
+            ("prophit_recovery", self.prophit_recovery >= 0),
+            ("prophit_ping_interval", self.prophit_ping_interval > 0),
+            ("prophit_ping_timeout", self.prophit_ping_timeout > 0),
+            ("prophit_max_payload", self.prophit_max_payload >= 1024),
+            ("prophit_connect_timeout", self.prophit_connect_timeout > 0),
             ("drain_timeout", self.drain_timeout >= 0),
             ("header_timeout", self.header_timeout > 0),
             ("body_timeout", self.body_timeout > 0),
@@ -231,7 +253,14 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         key = ENV_PREFIX + field.upper()
         if key in env:
             out[field] = env[key]
-    for field in ("markets", "tickers", "coinbase_issuers", "bearer_algorithms", "native_paths"):
+    for field in (
+        "markets",
+        "tickers",
+        "coinbase_issuers",
+        "bearer_algorithms",
+        "native_paths",
+        "prophit_paths",
+    ):
         if isinstance(out.get(field), str):
             out[field] = [s.strip() for s in out[field].split(",") if s.strip()]
     return out
