@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit bench clean install browser dashboard-screenshot
+.PHONY: demo test lint typecheck unit bench clean install browser jsclients dashboard-screenshot
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,12 +25,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP) browser
+unit: $(STAMP) browser jsclients
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium for the dashboard's browser test (quick when it is installed).
 browser:
 	@bash tests/setup_browser.sh
+
+# socket.io-client 4 and 2 (pinned in tests/js/package-lock.json) for the prophit tests.
+jsclients:
+	@bash tests/setup_js.sh
 
 # docs/img/dashboard.png: the desktop screenshot the browser test takes (docs/dashboard.md).
 dashboard-screenshot: $(STAMP) browser
