@@ -93,6 +93,7 @@ TARGETS: dict[str, Server] = {
     s.name: s
     for s in (
         Server("tickwire", "native", "tickwire"),
+        Server("tickwire-eio4", "eio4", "tickwire", note="prophit dialect, Socket.IO"),
         Server("raw-floor", "native", "python", "raw_floor.py", "frame once, one write/iter"),
         Server("websockets", "native", "python", "websockets_peer.py", "broadcast()"),
         Server("python-socketio", "eio4", "python", "socketio_peer.py", "aiohttp, rooms"),

@@ -316,3 +316,26 @@ def test_split_frames_drops_empty_views_and_splits_pairs() -> None:
     big = text_frame(b"x" * 70_000) + text_frame(b"y" * 300)
     payloads, changed, closed = split_frames(big)
     assert [len(p) for p in payloads] == [70_000, 300] and not changed and closed is None
+
+
+async def test_the_bench_wire_raw_channels_over_websocket() -> None:
+    """What ``tickwire bench --dialect eio4`` sends: 40, then subscribe {channels}."""
+    from tickwire.client.bench.dialects import EngineIO4Dialect
+
+    async with run_prophit() as p:
+        bench = EngineIO4Dialect(["trades:BTC-USD"])
+        url = f"ws://127.0.0.1:{p.gw.port}{bench.default_path}"
+        async with p.gw.session.ws_connect(url) as ws:
+            ready = False
+            while not ready:
+                msg = await ws.receive(timeout=5)
+                step = bench.on_message(msg.data.encode(), ready)
+                assert step.error is None, step.error
+                for out in step.send:
+                    await ws.send_str(out.decode())
+                ready = step.ready
+            seq = await p.gw.publish("trades:BTC-USD", {"id": 1})
+            msg = await ws.receive(timeout=5)
+            name, env = json.loads(msg.data[2:])
+            assert name == "pub" and env["channel"] == "trades:BTC-USD" and env["seq"] == seq
+            assert env["data"] == {"id": 1}
