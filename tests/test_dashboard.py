@@ -167,8 +167,12 @@ async def prefill(gateway: DataGateway, demo: DemoMarket, minutes: int) -> None:
 @asynccontextmanager
 async def demo_server() -> AsyncIterator[Gateway]:
     """A gateway on an ephemeral port with BTC-USD and ETH-USD, 40 minutes of seeded demo
-    history, and the demo running on (at twice the normal rate)."""
-    async with run_gateway(markets=["BTC-USD", "ETH-USD"]) as gw:
+    history, and the demo running on (at twice the normal rate).
+
+    History is kept for an hour: the engine trims it by publication time, and the prefilled
+    publications carry simulated times up to 40 minutes old; with the default 300 s, how
+    much of it was left depended on when the engine's sweep last ran."""
+    async with run_gateway(markets=["BTC-USD", "ETH-USD"], history_ttl=3600.0) as gw:
         gateway = gw.runner.app[GATEWAY_KEY]
         demo = DemoMarket(gateway, seed=17, rate=2.0)
         await prefill(gateway, demo, minutes=40)

@@ -259,12 +259,12 @@
     return false;
   }
   function request(op, fields, meta) {
-    if (!app.ws || app.ws.readyState !== WebSocket.OPEN) return;
+    if (!app.ws || app.ws.readyState !== WebSocket.OPEN) return false;
     const id = app.nextId++;
     const names = (fields.channels || []).map((c) => (typeof c === "string" ? c : c.channel));
     const gens = new Map(names.map((c) => [c, app.gens.get(c) || 0]));
     app.requests.set(id, { op, kind: "initial", since: new Map(), warm: new Map(), ...meta, gens });
-    send({ id, op, ...fields });
+    return send({ id, op, ...fields });
   }
   // Subscribe `channels`; those with a position (and, for state channels, a book/ticker/
   // candle to continue) resume from it with `since`.
@@ -309,6 +309,8 @@
       if (app.ws !== ws) return;
       app.ws = null;
       app.requests.clear();
+      app.warmQueue = [];
+      app.warming = false;
       const why = `closed ${e.code}${e.reason ? " (" + e.reason + ")" : ""}`;
       if (e.code >= 3500 && e.code <= 3999) {
         // 3500 and above: the server says do not reconnect as is (docs/protocol.md)
@@ -350,6 +352,7 @@
       case "error": {
         const req = app.requests.get(m.id);
         app.requests.delete(m.id);
+        if (req && req.kind === "warm") warmDone();
         app.lastError = `${m.code}: ${m.message}`;
         console.warn("tickwire:", m.code, m.message, req ? req.op : "");
         mark("health");
@@ -367,6 +370,7 @@
     const req = app.requests.get(m.id);
     app.requests.delete(m.id);
     if (!req) return;
+    if (req.kind === "warm") warmDone();
     let held = 0;
     let recovered = 0;
     let replayed = 0;
@@ -422,14 +426,30 @@
     mark("health", "book", "trades", "ticker", "candles", "sentiment");
   }
 
-  // Fetch up to k publications of the channel's history (see WARM).
+  // Fetch up to k publications of the channel's history (see WARM), one channel at a time:
+  // the server sends a replay in one go and cuts a client whose queue passes its byte cap
+  // (max_queue_bytes), so the histories of all channels at once could get the page cut.
   function warmUp(ch, k) {
+    (app.warmQueue ||= []).push([ch, k]);
+    pumpWarm();
+  }
+  function warmDone() {
+    app.warming = false;
+    pumpWarm();
+  }
+  function pumpWarm() {
+    while (!app.warming && app.warmQueue && app.warmQueue.length) {
+      const [ch, k] = app.warmQueue.shift();
+      app.warming = warmNow(ch, k);
+    }
+  }
+  function warmNow(ch, k) {
     const st = app.streams.get(ch);
-    if (!st || st.seq === null) return;
+    if (!st || st.seq === null) return false;
     const n = Math.min(k, st.seq);
-    if (n <= 0) return;
+    if (n <= 0) return false;
     const pos = { epoch: st.epoch, seq: st.seq - n };
-    request("subscribe", { channels: [{ channel: ch, since: pos }] }, { kind: "warm", since: new Map([[ch, pos]]), warm: new Map([[ch, n]]) });
+    return request("subscribe", { channels: [{ channel: ch, since: pos }] }, { kind: "warm", since: new Map([[ch, pos]]), warm: new Map([[ch, n]]) });
   }
 
   // Start channels again: a state channel from a fresh snapshot, others from where they were.
