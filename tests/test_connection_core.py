@@ -158,6 +158,23 @@ async def rig(dialect: type[Dialect] = Toy, query: str = "", **limits: Any) -> A
         await hub.close()
 
 
+class Counting(Toy):
+    finished_calls = 0
+
+    def finished(self) -> None:
+        Counting.finished_calls += 1
+
+
+async def test_the_dialect_is_told_once_that_the_connection_ended() -> None:
+    async with rig(Counting) as r:
+        assert await r.core.open()
+        assert Counting.finished_calls == 0
+        r.core.close(1000)
+        r.core.finish()
+        r.core.finish()
+        assert Counting.finished_calls == 1
+
+
 async def test_subscribe_replies_then_streams_the_channel() -> None:
     async with rig() as r:
         assert await r.core.open()

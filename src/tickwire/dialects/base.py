@@ -243,6 +243,10 @@ class Dialect:
         """The message telling the client about ``error``."""
         raise NotImplementedError
 
+    def finished(self) -> None:
+        """The connection ended (either side); release what it holds outside itself, such
+        as an entry in a node-wide registry. Called once; the default does nothing."""
+
     @classmethod
     def heartbeat(cls, ts: int) -> bytes | None:
         """The heartbeat message sent to every connection of this dialect (None: none)."""

@@ -151,6 +151,7 @@ class ConnectionCore:
         )
         self._expiry: Cancellable | None = None
         self._deadline: Cancellable | None = None
+        self._finished = False
 
     # -- the shell's calls ------------------------------------------------------------
 
@@ -197,11 +198,15 @@ class ConnectionCore:
         await self._frame(lambda: self.dialect.parse_binary(frame))
 
     def finish(self) -> None:
-        """The connection ended (either side): cancel timers, leave every channel."""
+        """The connection ended (either side): cancel timers, leave every channel, tell
+        the dialect (once)."""
         self._cancel_timers()
         self.state = TRANSITIONS[(self.state, Trigger.CLOSED)]
         if not self.conn.closed:
             self.hub.disconnect(self.conn)
+        if not self._finished:
+            self._finished = True
+            self.dialect.finished()
 
     # -- sending and closing ----------------------------------------------------------
 
