@@ -16,6 +16,9 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--config", help="TOML config file (also TICKWIRE_CONFIG)")
     p.add_argument("--host", help="listen address (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="listen port (default 8080)")
+    p.add_argument(
+        "--opcode-port", type=int, help="also serve the opcode dialect at / of this port"
+    )
     p.add_argument("--engine", help="'memory' (default) or a redis:// URL")
     p.add_argument("--demo", action="store_const", const=True, help="run the demo market")
     p.add_argument("--seed", type=int, help="demo market seed (deterministic)")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from tickwire.dialects.native import Native
+from tickwire.dialects.opcode import LogonSessions, Opcode, opcode_dialect
 from tickwire.engine.redis import redact
 from tickwire.server import metrics
 from tickwire.server.auth_routes import install_auth
@@ -26,6 +28,8 @@ from tickwire.server.ws import mount
 log = logging.getLogger(__name__)
 
 METRICS_KEY: web.AppKey[CollectorRegistry] = web.AppKey("metrics", CollectorRegistry)
+#: The opcode dialect as mounted on this node (bound to its logon sessions).
+OPCODE_KEY: web.AppKey[type[Opcode]] = web.AppKey("opcode", type)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -58,6 +62,11 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     mount(app, node, Native, config.native_paths)
     install_socketio(app, node)  # Market Prophit: Socket.IO, Engine.IO 3 and 4
     add_realtime_routes(app, node)  # Market Prophit: GET /real-time/<name>
+    logons = LogonSessions(
+        config.opcode_relogon_window, config.opcode_relogon_max_users, time.monotonic
+    )
+    opcode = app[OPCODE_KEY] = opcode_dialect(logons)
+    mount(app, node, opcode, config.opcode_paths)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
@@ -117,6 +126,23 @@ async def start_site(
     return site
 
 
+def build_opcode_port_app(app: web.Application) -> web.Application:
+    """The application of the dedicated opcode port: the opcode dialect at ``/`` (the
+    seed's ``wss://host:9999?id=…``) on ``app``'s node, drained with it."""
+    node = app[NODE_KEY]
+    port_app = web.Application(
+        client_max_size=max(node.config.max_frame_hard_bytes, 1 << 20),
+        middlewares=[header_deadline_met],
+    )
+    mount(port_app, node, app[OPCODE_KEY], ["/"])
+
+    async def on_shutdown(port_app: web.Application) -> None:
+        await node.drain()
+
+    port_app.on_shutdown.append(on_shutdown)
+    return port_app
+
+
 def install_uvloop() -> bool:
     """Use uvloop's event loop when it is installed."""
     try:
@@ -127,15 +153,17 @@ def install_uvloop() -> bool:
     return True
 
 
-def urls(config: Config, port: int) -> list[tuple[str, str]]:
+def urls(config: Config, port: int, opcode_port: int | None = None) -> list[tuple[str, str]]:
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
     base = f"{host}:{port}"
-    return [
+    out = [
         ("live demo page", f"http://{base}/"),
-        ("native WebSocket", f"ws://{base}/ws"),
-        ("metrics", f"http://{base}/metrics"),
-        ("health", f"http://{base}/healthz"),
+        ("native WebSocket", f"ws://{base}{config.native_paths[0]}"),
+        ("opcode WebSocket", f"ws://{base}{config.opcode_paths[0]}"),
     ]
+    if opcode_port is not None:
+        out.append(("opcode port", f"ws://{host}:{opcode_port}/"))
+    return [*out, ("metrics", f"http://{base}/metrics"), ("health", f"http://{base}/healthz")]
 
 
 def serve(config: Config) -> None:
@@ -151,8 +179,16 @@ def serve(config: Config) -> None:
         await runner.setup()
         await start_site(runner, config)
         port = int(runner.addresses[0][1]) if runner.addresses else config.port
+        runners = [runner]
+        opcode_port = None
+        if config.opcode_port is not None:
+            port_runner = make_runner(build_opcode_port_app(app), config)
+            await port_runner.setup()
+            await start_site(port_runner, config, port=config.opcode_port)
+            opcode_port = int(port_runner.addresses[0][1])
+            runners.insert(0, port_runner)  # stopped first: the node stops with the main app
         lines = [f"tickwire listening on {config.host}:{port} (engine: {redact(config.engine)})"]
-        lines += [f"  {name:<17} {url}" for name, url in urls(config, port)]
+        lines += [f"  {name:<17} {url}" for name, url in urls(config, port, opcode_port)]
         print("\n".join(lines), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -160,6 +196,7 @@ def serve(config: Config) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down: draining clients")
-        await runner.cleanup()
+        for each in runners:
+            await each.cleanup()
 
     asyncio.run(main())

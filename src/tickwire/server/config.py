@@ -142,6 +142,18 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Required ``aud`` of identity-provider tokens (unset: not checked).
     bearer_audience: str | None = None
 
+    # --- the InstaMrkt opcode dialect (docs/dialects.md) ---
+    #: Paths the opcode dialect is served on.
+    opcode_paths: list[str] = msgspec.field(default_factory=lambda: ["/ws/opcode"])
+    #: Also serve the opcode dialect at ``/`` of this port, as the seed's
+    #: ``wss://host:9999?id=…`` does (0: any free port, printed at start); unset: no port.
+    opcode_port: int | None = None
+    #: Seconds after a user's last logged-on connection closed during which a new
+    #: connection of theirs is logged on automatically (the seed's 15 minutes).
+    opcode_relogon_window: float = 900.0
+    #: Users who logged off remembered for that at most (the oldest is forgotten first).
+    opcode_relogon_max_users: int = 100_000
+
     # --- market data and ingest (docs/market-data.md) ---
     #: Definitions (id, base, quote, price_increment, size_increment, aliases) of markets
     #: beyond the built-in BTC-USD, ETH-USD and SOL-USD; TOML ``[[market_specs]]`` tables.
@@ -179,6 +191,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("max_channels", self.max_channels >= 1),
             ("max_requests_per_second", self.max_requests_per_second > 0),
             ("native_paths", _paths_ok(self.native_paths)),
+            ("opcode_paths", _paths_ok(self.opcode_paths)),
+            ("opcode_port", self.opcode_port is None or 0 <= self.opcode_port <= 65535),
+            ("opcode_relogon_window", self.opcode_relogon_window >= 0),
+            ("opcode_relogon_max_users", self.opcode_relogon_max_users >= 0),
             ("heartbeat_interval", self.heartbeat_interval > 0),
             ("prophit_paths", _paths_ok(self.prophit_paths)),
             ("prophit_events", self.prophit_events in ("data", "res", "both")),
@@ -260,6 +276,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         "bearer_algorithms",
         "native_paths",
         "prophit_paths",
+        "opcode_paths",
     ):
         if isinstance(out.get(field), str):
             out[field] = [s.strip() for s in out[field].split(",") if s.strip()]
