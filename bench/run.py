@@ -18,15 +18,18 @@ Loopback only; every run is bounded in time.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
 import resource
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +68,20 @@ class Server:
     script: str = ""
     note: str = ""
 
+    def env(self) -> dict[str, str]:
+        """Environment the server needs beyond ours (the opcode dialect: a user to log in)."""
+        if self.dialect != "opcode":
+            return {}
+        store, _ = bench_user()
+        # every connection is the same user: room for all their nonces
+        return {"TICKWIRE_KEY_STORE": store, "TICKWIRE_NONCE_CACHE_PER_KEY": "1000000"}
+
+    def generator_args(self) -> list[str]:
+        if self.dialect != "opcode":
+            return []
+        _, password = bench_user()
+        return ["--login", f"{BENCH_USER}:{password}"]
+
     def command(self, port: int, spec: str, engine: str | None) -> list[str]:
         if self.kind == "tickwire":
             cmd = [
@@ -94,6 +111,7 @@ TARGETS: dict[str, Server] = {
     for s in (
         Server("tickwire", "native", "tickwire"),
         Server("tickwire-eio4", "eio4", "tickwire", note="prophit dialect, Socket.IO"),
+        Server("tickwire-opcode", "opcode", "tickwire", note="InstaMrkt opcodes, digest + logon"),
         Server("raw-floor", "native", "python", "raw_floor.py", "frame once, one write/iter"),
         Server("websockets", "native", "python", "websockets_peer.py", "broadcast()"),
         Server("python-socketio", "eio4", "python", "socketio_peer.py", "aiohttp, rooms"),
@@ -102,6 +120,28 @@ TARGETS: dict[str, Server] = {
     )
 }
 DEFAULT_TARGETS = list(TARGETS)
+
+
+BENCH_USER = "bench"
+_bench_user: tuple[str, str] | None = None
+
+
+def bench_user() -> tuple[str, str]:
+    """A key store (in a scratch directory) holding user ``bench`` with a password, made
+    once per run: (store path, password)."""
+    global _bench_user
+    if _bench_user is None:
+        scratch = Path(tempfile.mkdtemp(prefix="tickwire-bench-"))
+        atexit.register(shutil.rmtree, scratch, True)
+        store = str(scratch / "keys.sqlite3")
+        password = secrets.token_urlsafe(16)
+        subprocess.run(
+            [str(VENV_BIN / "tickwire"), "keys", "create", "--kind", "password",
+             "--user", BENCH_USER, "--password-stdin", "--store", store],
+            input=password + "\n", text=True, check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        _bench_user = (store, password)
+    return _bench_user
 
 
 def _raise_nofile() -> None:
@@ -148,7 +188,12 @@ def running(
             stderr=subprocess.STDOUT,
             preexec_fn=_raise_nofile,
             # every load-generator connection comes from 127.0.0.1: no per-address cap
-            env={**os.environ, "TICKWIRE_MAX_CONNECTIONS_PER_ADDRESS": "0", **(env or {})},
+            env={
+                **os.environ,
+                "TICKWIRE_MAX_CONNECTIONS_PER_ADDRESS": "0",
+                **server.env(),
+                **(env or {}),
+            },
         )
     try:
         wait_port(port, proc)
@@ -262,6 +307,7 @@ def generate(
         str(pid),
         "--json",
         "--quiet",
+        *server.generator_args(),
     ]
     for ch in channels:
         cmd += ["--channel", ch]
@@ -754,7 +800,17 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated, from: " + ", ".join(TARGETS),
     )
     ap.add_argument("--quick", action="store_true", help="shorter windows, fewer connections")
+    ap.add_argument(
+        "--steps",
+        default="",
+        help="fanout: only these offered rates, e.g. 500000,1000000,2000000 (default: all)",
+    )
     args = ap.parse_args(argv)
+    if args.steps:
+        try:
+            FANOUT_STEPS[:] = sorted(int(s) for s in args.steps.split(",") if s.strip())
+        except ValueError:
+            ap.error(f"--steps: not a list of rates: {args.steps!r}")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:

@@ -3,6 +3,7 @@ automatic logon on return, market data in opcodes, and every bad input with its 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -15,6 +16,9 @@ import aiohttp
 import pytest
 
 from tickwire.auth import Authenticator, KeyKind, create_key
+from tickwire.client.bench.config import BenchConfig, Target
+from tickwire.client.bench.dialects import OpcodeDialect
+from tickwire.client.bench.runner import run_bench
 from tickwire.dialects.opcode import ERROR_RESPONSE_CODES, OPCODES, RESPONSE_CODES
 from tickwire.hub import CLOSE_UNAUTHORIZED
 from tickwire.server.auth_routes import AUTH_KEY
@@ -366,3 +370,38 @@ async def test_no_opcode_port_unless_configured() -> None:
     async with gateway() as (gw, _), aiohttp.ClientSession() as s:
         async with s.get(f"{gw.http}/") as resp:  # the main port's / is the demo page
             assert resp.content_type == "text/html"
+
+
+# -- the load generator speaks the dialect ------------------------------------------------------
+
+
+def test_bench_dialect_digest_logon_subscribe() -> None:
+    d = OpcodeDialect(["trades:BENCH"], ("alice", "KEY"))
+    path = d.path("/ws/opcode")
+    n = re.search(r"&n=(\w+)&", path)
+    assert n is not None and path.startswith("/ws/opcode?id=alice&n=")
+    assert path.endswith("&h=" + hexdigest("alice", n.group(1), "KEY"))
+    assert d.path("/ws/opcode") != path  # a fresh nonce per connection
+    assert [json.loads(p)["op"] for p in d.opening()] == [100, 200]
+    assert not d.on_message(b'{"response_header":{"t":1},"res":112}', False).ready
+    assert d.on_message(b'{"response_header":{"t":1},"res":200,"id":1}', False).ready
+    failed = d.on_message(b'{"response_header":{"t":1},"res":403,"error":"not_logged_on"}', False)
+    assert failed.error is not None and "not_logged_on" in failed.error
+
+
+async def test_bench_generator_logs_in_and_counts_opcode_deliveries() -> None:
+    spec = "channel=trades:BENCH,rate=200,batch=2,size=150"
+    async with gateway(synthetic=spec) as (gw, _):
+        config = BenchConfig(
+            target=Target("127.0.0.1", gw.port, "/ws/opcode"),
+            dialect="opcode",
+            connections=6,
+            workers=1,
+            warmup=0.2,
+            duration=0.5,
+            login="alice:pw-alice-123",
+        )
+        result: dict[str, Any] = await asyncio.to_thread(run_bench, config, display=False)
+    assert (result["ready"], result["failed"], result["lost"]) == (6, 0, 0), result["errors"]
+    assert result["total_messages"] > 0
+    assert "pw-alice" not in repr(config)

@@ -38,6 +38,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--url", default="ws://127.0.0.1:8080", help="loopback ws:// URL")
     p.add_argument("--dialect", choices=sorted(DIALECTS), default="native")
+    p.add_argument(
+        "--login",
+        metavar="USER:PASSWORD",
+        help="POST /login first and connect with the session digest (opcode dialect)",
+    )
     p.add_argument("-c", "--connections", type=int, default=100)
     p.add_argument(
         "--channel",
@@ -90,6 +95,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         max_messages=max(0, args.max_messages),
         sample_every=max(1, args.sample_every),
         cpus=cpus,
+        login=args.login,
     )
 
 
@@ -101,7 +107,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"tickwire bench: {exc}", file=sys.stderr)
         return 2
     display = not args.quiet and sys.stderr.isatty()
-    result = run_bench(config, server_pid=args.server_pid, display=display)
+    try:
+        result = run_bench(config, server_pid=args.server_pid, display=display)
+    except BenchConfigError as exc:
+        print(f"tickwire bench: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -40,6 +40,13 @@ class BenchConfig:
     sample_every: int = 4
     seed: int = 1
     cpus: tuple[int, ...] = field(default_factory=tuple)
+    #: ``USER:PASSWORD`` to ``POST /login`` with before connecting (the opcode dialect)
+    login: str | None = None
+    #: (user id, session key) the login returned; set by :func:`run_bench`
+    credentials: tuple[str, str] | None = None
+
+    def __repr__(self) -> str:  # never print the password or the session key
+        return f"BenchConfig(target={self.target!r}, dialect={self.dialect!r}, ...)"
 
 
 def parse_target(url: str, default_path: str) -> Target:

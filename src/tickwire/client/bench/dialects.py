@@ -8,6 +8,8 @@ and listing it in :data:`DIALECTS`.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 
 import msgspec
@@ -32,8 +34,14 @@ class BenchDialect:
     #: Request path when the URL gives none.
     default_path = "/"
 
-    def __init__(self, channels: list[str]) -> None:
+    def __init__(self, channels: list[str], credentials: tuple[str, str] | None = None) -> None:
         self.channels = channels
+        #: (user id, session key) from ``POST /login``, for dialects that connect with them
+        self.credentials = credentials
+
+    def path(self, path: str) -> str:
+        """The request path of one connection (a dialect may add a credential)."""
+        return path
 
     def opening(self) -> list[bytes]:
         """Text payloads to send once the WebSocket is open."""
@@ -96,8 +104,47 @@ class EngineIO4Dialect(BenchDialect):
         return _NOTHING
 
 
+class OpcodeDialect(BenchDialect):
+    """InstaMrkt opcodes: connect with ``?id=&n=&h=`` (a fresh random nonce each), send
+    logon (op 100) and subscribe (op 200, id 1) at once; ``res`` 200 with id 1 is ready.
+    A returning user is logged on automatically (pushed 100), so logon may answer 112."""
+
+    name = "opcode"
+    default_path = "/ws/opcode"
+
+    def path(self, path: str) -> str:
+        if self.credentials is None:
+            return path
+        user, key = self.credentials
+        nonce = secrets.token_hex(8)
+        digest = hashlib.sha256((user + nonce + key).encode()).hexdigest()
+        sep = "&" if "?" in path else "?"
+        return f"{path}{sep}id={user}&n={nonce}&h={digest}"
+
+    def opening(self) -> list[bytes]:
+        return [
+            msgspec.json.encode({"header": {}, "op": 100}),
+            msgspec.json.encode({"header": {}, "op": 200, "id": 1, "channels": self.channels}),
+        ]
+
+    def on_message(self, payload: bytes, ready: bool) -> Step:
+        if ready:
+            return _NOTHING
+        try:
+            msg = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            return Step([], error="not JSON: " + payload.decode(errors="replace")[:100])
+        res = msg.get("res") if isinstance(msg, dict) else None
+        if res == 200 and msg.get("id") == 1:
+            return Step([], ready=True)
+        if res == 110 or (isinstance(res, int) and res >= 400):
+            return Step([], error=payload.decode(errors="replace")[:200])
+        return _NOTHING
+
+
 #: Dialects by ``--dialect`` name.
 DIALECTS: dict[str, type[BenchDialect]] = {
     NativeDialect.name: NativeDialect,
     EngineIO4Dialect.name: EngineIO4Dialect,
+    OpcodeDialect.name: OpcodeDialect,
 }

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass, field
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait
 from typing import Any
@@ -14,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from tickwire.client.bench.config import BenchConfig
+from tickwire.client.bench.config import BenchConfig, BenchConfigError
 from tickwire.client.bench.stats import Histogram, merged
 from tickwire.client.bench.worker import worker_main
 
@@ -261,10 +264,34 @@ def _result(run: _Run) -> dict[str, Any]:
     return out
 
 
+def login(config: BenchConfig) -> tuple[str, str]:
+    """``POST /login`` on the target with ``config.login`` (``USER:PASSWORD``); returns
+    (user id, session key)."""
+    user, sep, password = (config.login or "").partition(":")
+    if not sep or not user:
+        raise BenchConfigError("login: must be USER:PASSWORD")
+    target = config.target
+    body = json.dumps({"id": user, "password": password}).encode()
+    req = urllib.request.Request(
+        f"http://{target.host}:{target.port}/login",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            answer = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise BenchConfigError(f"login: POST /login failed: {exc}") from None
+    return str(answer["id"]), str(answer["session_key"])
+
+
 def run_bench(
     config: BenchConfig, *, server_pid: int | None = None, display: bool = True
 ) -> dict[str, Any]:
-    """Run the load described by ``config`` and return the results."""
+    """Run the load described by ``config`` and return the results (logging in first
+    when ``config.login`` is set)."""
+    if config.login and config.credentials is None:
+        config = replace(config, credentials=login(config))
     ctx = multiprocessing.get_context("spawn")
     pipes: list[Pipe] = []
     procs = []

@@ -261,8 +261,8 @@ class Worker:
         target = cfg.target
 
         async def one(i: int) -> None:
-            request, _ = handshake_request(target.host, target.port, target.path)
-            dialect = dialect_cls(channels_for(cfg.channels, i, cfg.seed))
+            dialect = dialect_cls(channels_for(cfg.channels, i, cfg.seed), cfg.credentials)
+            request, _ = handshake_request(target.host, target.port, dialect.path(target.path))
             opened: asyncio.Future[None] = loop.create_future()
             client = BenchClient(self.stats, dialect, request, opened)
             try:
