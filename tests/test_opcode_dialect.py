@@ -7,6 +7,8 @@ import json
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tickwire.auth import Principal
 from tickwire.dialects.base import (
@@ -21,7 +23,13 @@ from tickwire.dialects.base import (
     Unsubscribe,
 )
 from tickwire.dialects.errors import ProtocolError
-from tickwire.dialects.opcode import OPCODE, LogonSessions, Opcode, opcode_dialect
+from tickwire.dialects.opcode import (
+    ERROR_RESPONSE_CODES,
+    OPCODE,
+    LogonSessions,
+    Opcode,
+    opcode_dialect,
+)
 from tickwire.model.publication import Position, Publication, Snapshot
 
 from .authkit import Clock
@@ -169,3 +177,58 @@ def test_logon_sessions_are_bounded() -> None:
     assert logons.resume("c") is not None
     logons.end("nobody")  # not logged on: nothing to end
     assert len(logons) == 2
+
+
+# -- any frame: refused with a documented code, never an exception of ours ---------------------
+
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+request_frame = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "header": st.one_of(json_value, st.fixed_dictionaries({}, optional={"t": json_value})),
+            "op": st.one_of(st.sampled_from([1, 2, 100, 200, 201, 7, -1, 2**40]), json_value),
+            "id": json_value,
+            "channels": st.one_of(
+                st.lists(st.sampled_from(["trades:BTC-USD", "user:bob:orders", "x"]), max_size=3),
+                json_value,
+            ),
+        },
+    ).map(json.dumps),
+    st.text(max_size=100),
+    st.integers(1, 100).map(lambda d: "[" * d + "]" * d),
+    st.just('{"header": {}, "op": 1e400}'),
+)
+
+
+@settings(max_examples=200)
+@given(st.lists(request_frame, max_size=6), st.booleans())
+def test_any_frame_is_served_or_refused_with_a_documented_code(
+    frames: list[str], logged_on: bool
+) -> None:
+    d = dialect()
+    connected(d)
+    if logged_on:
+        d.parse(req(100))
+    for frame in frames:
+        try:
+            d.parse(frame)
+        except ProtocolError as exc:
+            assert exc.code in ERROR_RESPONSE_CODES, exc.code
+            assert exc.message
+    assert d.parse(req(1)) == [Ping(None)]
+
+
+@settings(max_examples=50)
+@given(st.binary(max_size=200))
+def test_any_bytes(frame: bytes) -> None:
+    try:
+        dialect().parse(frame)  # type: ignore[arg-type]
+    except ProtocolError as exc:
+        assert exc.code in ERROR_RESPONSE_CODES

@@ -238,6 +238,7 @@ async def test_a_replayed_or_stale_digest_is_refused() -> None:
     [
         ("{not json", "bad_json", "not valid JSON"),
         ('{"header": {}, "op": 1e400}', "bad_json", "out of range"),
+        ('{"header": {}, "op": 1, "x": ' + "[" * 40 + "]" * 40 + "}", "bad_json", "deeper than"),
         ("[1, 2]", "bad_request", "JSON object"),
         ('{"op": 1}', "bad_request", "header: missing"),
         ('{"header": [], "op": 1}', "bad_request", "header: must be an object"),

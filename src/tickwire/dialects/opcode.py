@@ -39,6 +39,7 @@ from tickwire.dialects.base import (
     Unsubscribed,
 )
 from tickwire.dialects.errors import ProtocolError
+from tickwire.model import boundedjson
 from tickwire.model.channels import Channel, ChannelError, parse_channel
 from tickwire.model.publication import Position, Publication, Snapshot, now_ms
 
@@ -115,6 +116,9 @@ UNSUBSCRIBE = OPCODES["unsubscribe"]
 #: Operations refused (``not_logged_on``) until the connection has logged on.
 NEEDS_LOGON: frozenset[int] = frozenset({SUBSCRIBE, UNSUBSCRIBE})
 
+#: Largest frame the parser decodes (the core answers ``frame_too_large`` first, at
+#: ``max_frame_bytes``); nesting is bounded by :data:`boundedjson.MAX_DEPTH`.
+MAX_FRAME_BYTES = 1 << 20
 _MAX_INT = 2**63 - 1
 _MAX_OP = 2**31 - 1
 MAX_SESSION_KEY_LENGTH = 256
@@ -297,12 +301,15 @@ def _check_header(header: object, rid: RequestId) -> None:
         )
 
 
-def parse_request(frame: str | bytes) -> Request:
+def parse_request(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Request:
     """Decode and check one request's envelope; raises :class:`ProtocolError` naming what
-    is wrong (``bad_json``, ``bad_request``, ``unknown_opcode``)."""
+    is wrong (``bad_json``, ``frame_too_large``, ``bad_request``, ``unknown_opcode``)."""
     try:
-        msg = msgspec.json.decode(frame)
-    except msgspec.DecodeError as exc:
+        msg = boundedjson.decode(frame, max_bytes=max_bytes)
+    except boundedjson.JSONLimitError as exc:
+        code = "frame_too_large" if exc.reason == "too_large" else "bad_json"
+        raise ProtocolError(code, f"frame is {exc.message}") from None
+    except msgspec.ValidationError as exc:  # valid syntax, but a number out of range
         raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("bad_request", "request must be a JSON object")
