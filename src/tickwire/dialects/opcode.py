@@ -29,6 +29,7 @@ from tickwire.dialects.base import (
     Digest,
     Event,
     Expiring,
+    Handshake,
     Ping,
     Pong,
     Reply,
@@ -399,10 +400,14 @@ class Opcode(Dialect):
     #: the node's logon sessions and clock (bound by :func:`opcode_dialect`)
     node: ClassVar[OpcodeNode]
 
-    user: str | None = None
-    #: the logon session this connection is logged on to (None: not logged on)
-    session: str | None = None
-    expired = False
+    def __init__(self, handshake: Handshake) -> None:
+        super().__init__(handshake)
+        #: the user the digest identified (set when it verified)
+        self.user: str | None = None
+        #: the logon session this connection is logged on to (None: not logged on)
+        self.session: str | None = None
+        #: the session key expired: the connection is closing
+        self.expired = False
 
     def credential(self) -> Credential | None:
         """The ``?id=&n=&h=`` digest; always given, so that a connection without one is
