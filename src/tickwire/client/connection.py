@@ -52,6 +52,7 @@ from tickwire.client.errors import (
 from tickwire.client.messages import (
     MESSAGE_TYPES,
     PAYLOAD_TYPES,
+    BookUpdate,
     Connected,
     Event,
     Item,
@@ -64,7 +65,6 @@ from tickwire.client.messages import (
     message_kind,
 )
 from tickwire.model.channels import ChannelError, parse_channel
-from tickwire.model.payloads import BookData
 from tickwire.model.publication import Position
 
 log = logging.getLogger("tickwire.client")
@@ -180,6 +180,8 @@ class _Chan:
         #: why the stream was restarted, reported with the subscribe reply
         self.reason: str | None = None
         self.retries = 0
+        #: the subscription drops this book's messages until the resync it asked for
+        self.dropping = False
 
     def since_for_resubscribe(self) -> Position | None:
         if self.need_snapshot:
@@ -222,13 +224,43 @@ class Subscription:
     async def __anext__(self) -> Item:
         if self._ready is None:
             await self.start()
-        item = await self._queue.get()
-        if isinstance(item, _End):
-            self._queue.put_nowait(item)  # every later call ends the same way
-            if item.error is not None:
-                raise item.error
-            raise StopAsyncIteration
-        return item
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _End):
+                self._queue.put_nowait(item)  # every later call ends the same way
+                if item.error is not None:
+                    raise item.error
+                raise StopAsyncIteration
+            if isinstance(item, BookUpdate | Resynced) and not await self._book(item):
+                continue
+            return item
+
+    async def _book(self, item: BookUpdate | Resynced) -> bool:
+        """Apply a book channel's message to its :class:`LocalBook` as it is handed over;
+        False drops it (a mismatch, and what was queued behind it until the resync)."""
+        ch = next((c for c in self._chans if c.name == item.channel), None)
+        book = None if ch is None else ch.book
+        if ch is None or book is None:
+            return True
+        if isinstance(item, Resynced):
+            book.clear()  # a snapshot follows
+            ch.dropping = False
+            return True
+        if ch.dropping:
+            return False
+        try:
+            if item.snapshot:
+                book.load(item.data, item.epoch, item.seq)
+            else:
+                book.apply(item.data, item.epoch, item.seq)
+        except BookMismatch as exc:
+            log.warning("%s", exc)
+            book.resyncs += 1
+            self.client.stats.checksum_mismatches += 1
+            ch.dropping = True
+            await self.client._restart(ch, "checksum_mismatch", fresh=True)
+            return False
+        return True
 
     async def __aenter__(self) -> Subscription:
         await self.start()
@@ -445,7 +477,8 @@ class Client:
         return Subscription(self, channels, positions, queue_size or self._queue_size)
 
     def book(self, channel: str) -> LocalBook:
-        """The :class:`LocalBook` of a subscribed ``book:<market>`` channel."""
+        """The :class:`LocalBook` of a subscribed ``book:<market>`` channel, as of the
+        last message of that channel the subscription handed you."""
         ch = self._chans.get(channel)
         if ch is None or ch.book is None:
             raise InvalidChannel("not_subscribed", f"channel {channel!r} is not a held book")
@@ -525,8 +558,7 @@ class Client:
         replays or resyncs) or, ``fresh``, from a new snapshot."""
         if fresh:
             ch.need_snapshot = ch.stateful
-            if ch.book is not None:
-                ch.book.clear()
+            ch.position = None
         ch.reason = reason
         await self._send_subscribe([ch], fresh=fresh)
 
@@ -814,19 +846,8 @@ class Client:
             ch.position = Position(epoch, seq)
             await ch.sub._put(Malformed(name, seq, str(exc)))
             return
-        if ch.book is not None:
-            assert isinstance(data, BookData)
-            try:
-                if snapshot:
-                    ch.book.load(data, epoch, seq)
-                else:
-                    ch.book.apply(data, epoch, seq)
-            except BookMismatch as exc:
-                self.stats.checksum_mismatches += 1
-                log.warning("%s", exc)
-                ch.book.resyncs += 1
-                await self._restart(ch, "checksum_mismatch", fresh=True)
-                return
+        # a book is applied and verified when the subscription hands the message over
+        # (Subscription._book), so client.book() is the state as of the last message read
         ch.position = Position(epoch, seq)
         ch.need_snapshot = False
         self.stats.messages += 1
@@ -853,8 +874,6 @@ class Client:
         if ch.stateful:
             ch.need_snapshot = True
             ch.position = None
-            if ch.book is not None:
-                ch.book.clear()
         else:
             ch.position = Position(epoch, seq)
         await ch.sub._put(Resynced(name, "reset"))
@@ -892,8 +911,6 @@ class Client:
             if ch.stateful:
                 ch.need_snapshot = True
                 ch.position = None
-                if ch.book is not None:
-                    ch.book.clear()
             else:
                 ch.position = Position(epoch, seq)
         if req.sub is not None and req.sub._ready is not None and not req.sub._ready.done():
