@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit bench clean install browser jsclients dashboard-screenshot
+.PHONY: demo test lint typecheck unit tools bench clean install browser jsclients dashboard-screenshot
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP) browser jsclients
+unit: $(STAMP) browser jsclients tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium for the dashboard's browser test (quick when it is installed).
@@ -42,6 +42,10 @@ dashboard-screenshot: $(STAMP) browser
 	  tests/test_dashboard.py -k chromium && mkdir -p docs/img && \
 	  cp $$dir/dashboard-1280-dark.png docs/img/dashboard.png && \
 	  echo "docs/img/dashboard.png updated (all screenshots: $$dir)"
+
+# tools the tests need beyond Python packages (tmux for the live ladder test)
+tools:
+	@bash tests/ensure_tools.sh
 
 test: lint typecheck unit
 

@@ -1,4 +1,4 @@
-"""The ``tickwire`` command line."""
+"""The tickwire command line: run a gateway, and use one from a terminal."""
 
 from __future__ import annotations
 
@@ -8,11 +8,45 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 #: Subcommand modules: each exposes ``add_parser(subparsers)`` that sets ``func``.
-SUBCOMMANDS: list[str] = ["tickwire.client.keys_cli", "tickwire.client.bench"]
+SUBCOMMANDS: list[str] = [
+    "tickwire.client.tail_cli",
+    "tickwire.client.http_cli",
+    "tickwire.client.keys_cli",
+    "tickwire.client.bench",
+]
+
+EPILOG = """\
+examples:
+  tickwire serve --demo                      # a gateway with a simulated market on :8080
+  tickwire tail book:BTC-USD                 # its BTC-USD book as a live ladder
+  tickwire tail trades:BTC-USD --json --count 5
+  tickwire keys create --kind secret --user alice
+  TICKWIRE_SECRET=twsk_... tickwire token    # a token for that key
+  TICKWIRE_TOKEN=$PUBLISH_TOKEN tickwire publish events.jsonl
+
+`tickwire COMMAND --help` shows each command's options and examples. The client
+commands read --url from TICKWIRE_URL and --token from TICKWIRE_TOKEN.
+"""
+
+SERVE_EPILOG = """\
+Settings come from flags > environment (TICKWIRE_*) > config file > defaults
+(docs/config.md).
+
+examples:
+  tickwire serve --demo
+  tickwire serve --host 127.0.0.1 --port 8080 --engine redis://127.0.0.1:6379/0
+  TICKWIRE_PUBLISH_TOKEN=... tickwire serve --config tickwire.toml
+"""
 
 
 def _serve_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="run a gateway node")
+    p = sub.add_parser(
+        "serve",
+        help="run a gateway node",
+        description="Run a gateway node.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", help="TOML config file (also TICKWIRE_CONFIG)")
     p.add_argument("--host", help="listen address (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="listen port (default 8080)")
@@ -55,7 +89,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tickwire", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tickwire",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     import importlib

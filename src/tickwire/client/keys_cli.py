@@ -27,6 +27,16 @@ from tickwire.auth import (
 )
 from tickwire.auth.keys import entitlements_to_json
 
+KEYS_EPILOG = """\
+examples:
+  tickwire keys create --kind secret --user alice          # prints the secret once
+  tickwire keys create --kind publisher --user feed1       # for POST /api/v1/publish
+  tickwire keys create --kind ec --user bob --public-key bob-public.pem
+  tickwire keys list --user alice --json
+  tickwire keys revoke secret-b3392767ecf0
+  tickwire keys create --kind secret --user alice --store postgresql://postgres@127.0.0.1/test
+"""
+
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_BAD_INPUT = 2
@@ -34,7 +44,13 @@ EXIT_BAD_INPUT = 2
 
 def add_parser(subparsers: Any) -> None:
     """Add ``keys`` and its subcommands to the ``tickwire`` command line."""
-    keys = subparsers.add_parser("keys", help="manage API keys (create, list, revoke, show)")
+    keys = subparsers.add_parser(
+        "keys",
+        help="manage API keys (create, list, revoke, show)",
+        description="Manage API keys in the key store (docs/auth.md).",
+        epilog=KEYS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = keys.add_subparsers(dest="keys_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
