@@ -431,3 +431,19 @@ def test_messages_are_msgspec_structs() -> None:
         data=TradeData(id=1, price="1.00", size="1", side="buy", ts=1),
     )
     assert msgspec.json.decode(msgspec.json.encode(trade), type=Trade) == trade
+
+
+async def test_a_subscription_starts_its_client() -> None:
+    async with run_gateway() as gw:
+        client = tickwire.connect(gw.ws_url)
+        assert not client.connected
+        sub = client.subscribe(TRADES)
+        await sub.start()  # connects first
+        assert client.connected and client.url == gw.ws_url
+        await ingest(gw).publish_trade("BTC-USD", "100", "1", "buy")
+        item = await asyncio.wait_for(sub.__anext__(), 5)
+        assert isinstance(item, Trade) and item.seq == 1
+        await client.close()
+        assert not client.connected
+        with pytest.raises(StopAsyncIteration):
+            await sub.__anext__()

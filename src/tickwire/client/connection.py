@@ -494,6 +494,8 @@ class Client:
     # -- subscriptions ---------------------------------------------------------------------
 
     async def _add(self, sub: Subscription) -> None:
+        if not self._started:
+            await self.start()  # a subscription on a client not yet started starts it
         if self._error is not None:
             sub._end(self._error)
             return
