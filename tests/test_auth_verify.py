@@ -580,3 +580,19 @@ async def test_tampered_gateway_token_is_bad_signature_with_a_provider_configure
     await expect(codes.BAD_SIGNATURE, a.verify_token(forged))
     assert (await a.verify_token(token)).user_id == "alice"
     await a.close()
+
+
+async def test_barong_subject_and_jti_when_asked(clock: Clock, rsa_key: rsa.RSAPrivateKey) -> None:
+    a = await make_auth(clock, bearer_public_key=public_pem(rsa_key))
+    good = jwt.encode(barong_claims(clock.t), rsa_key, algorithm="RS256")
+    assert (
+        await a.verify_bearer(good, subject="session", require_jti=True)
+    ).user_id == "ID873B710D88"
+    no_jti = {k: v for k, v in barong_claims(clock.t).items() if k != "jti"}
+    for claims in (barong_claims(clock.t, sub="api"), no_jti):
+        token = jwt.encode(claims, rsa_key, algorithm="RS256")
+        await expect(
+            codes.INVALID_CLAIMS, a.verify_bearer(token, subject="session", require_jti=True)
+        )
+        assert (await a.verify_bearer(token)).user_id == "ID873B710D88"  # not asked: fine
+    await a.close()

@@ -16,6 +16,7 @@ from aiohttp import web
 from tickwire.auth import AuthError, Principal
 from tickwire.dialects.base import (
     Authenticate,
+    Authenticated,
     Command,
     Credential,
     Dialect,
@@ -407,3 +408,65 @@ async def test_a_dialect_can_refuse_the_handshake_with_http() -> None:
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await http.ws_connect(f"ws://{addr}/gated")
         assert info.value.status == 401
+
+
+class Verified(Toy):
+    """A toy that needs its handshake credential verified before the upgrade, and follows
+    every authentication by subscribing the user's own order stream."""
+
+    name = "verified-toy"
+
+    def credential_required(self) -> bool:
+        return True
+
+    def after(self, event: Event) -> list[Command]:
+        if isinstance(event, Authenticated) and event.principal.user_id is not None:
+            channel = parse_channel(f"user:{event.principal.user_id}:orders")
+            return [Subscribe("auto", [(channel, None)])]
+        return []
+
+
+async def test_open_with_a_verified_principal_runs_the_dialects_follow_up() -> None:
+    async with rig(Verified) as r:
+        assert await r.core.open(Principal("alice", expires_at=r.services.clock + 60))
+        assert await r.out() == [{"event": "Authenticated"}, {"event": "Subscribed"}]
+        assert r.conn.channels == {"user:alice:orders"}
+        # authenticating in-band as another user: the old user's stream is dropped and the
+        # new one's subscribed by the follow-up
+        await r.core.receive('{"auth": "bob"}')
+        assert await r.out() == [{"event": "Authenticated"}, {"event": "Subscribed"}]
+        assert r.conn.channels == {"user:bob:orders"}
+
+
+async def test_credential_required_is_checked_before_the_upgrade() -> None:
+    config = load_config({"host": "127.0.0.1", "port": 0, "key_store": ":memory:"}, env={})
+    app = build_app(config)
+    node = app[NODE_KEY]
+    verified: list[str] = []
+
+    async def verify_token(token: str) -> Principal:
+        if token != "alice":
+            raise AuthError("bad_signature", "token signature does not verify")
+        verified.append(token)
+        return Principal("alice")
+
+    node.verify_token = verify_token
+    mount(app, node, Verified, ["/must"])
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/must"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for query in ("", "?token=mallory"):
+                async with http.get(base + query) as resp:
+                    assert resp.status == 401
+                    assert (await resp.json())["error"] in ("unauthorized", "bad_signature")
+            ws = await http.ws_connect(base.replace("http", "ws") + "?token=alice")
+            got = [json.loads((await ws.receive(timeout=5)).data) for _ in range(2)]
+            assert got == [{"event": "Authenticated"}, {"event": "Subscribed"}]
+            assert verified == ["alice"]  # verified once, before the upgrade
+            await ws.close()
+    finally:
+        await runner.cleanup()

@@ -251,15 +251,18 @@ class Authenticator:
             log.info("auth: client-signed JWT refused: %s", exc.code)
             raise
 
-    async def verify_bearer(self, token: object) -> Principal:
+    async def verify_bearer(
+        self, token: object, *, subject: str | None = None, require_jti: bool = False
+    ) -> Principal:
         """The principal of an identity-provider (Barong) JWT; ``unauthorized`` if none is
-        configured. A leading ``Bearer `` is accepted and removed."""
+        configured. A leading ``Bearer `` is accepted and removed. ``subject`` and
+        ``require_jti`` as :meth:`BearerVerifier.verify`."""
         if isinstance(token, str) and token[:7].lower() == "bearer ":
             token = token[7:].strip()
         if self.bearer is None:
             raise AuthError(codes.UNAUTHORIZED, "token: no identity provider is configured")
         try:
-            return self.bearer.verify(token)
+            return self.bearer.verify(token, subject=subject, require_jti=require_jti)
         except AuthError as exc:
             log.info("auth: bearer token refused: %s", exc.code)
             raise

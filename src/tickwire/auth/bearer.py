@@ -170,8 +170,12 @@ class BearerVerifier:
             clock=clock,
         )
 
-    def verify(self, token: object) -> Principal:
-        """The principal of a provider token (``uid`` or ``sub``; ``role``)."""
+    def verify(
+        self, token: object, *, subject: str | None = None, require_jti: bool = False
+    ) -> Principal:
+        """The principal of a provider token (``uid`` or ``sub``; ``role``). ``subject``:
+        the ``sub`` the token must carry (Barong's session tokens: ``"session"``);
+        ``require_jti``: the token must carry a ``jti`` (as rango checks)."""
         header = unverified_header(token)
         assert isinstance(token, str)
         kid = header.get("kid")
@@ -203,6 +207,11 @@ class BearerVerifier:
         check_times(now=self._clock(), leeway=self.leeway, exp=exp, nbf=nbf, iat=iat)
         if self.issuer is not None and claims.get("iss") != self.issuer:
             raise AuthError(codes.INVALID_CLAIMS, f"token: iss must be {self.issuer!r}")
+        if subject is not None and claims.get("sub") != subject:
+            raise AuthError(codes.INVALID_CLAIMS, f"token: sub must be {subject!r}")
+        jti = claims.get("jti")
+        if require_jti and (not isinstance(jti, str) or not jti):
+            raise AuthError(codes.INVALID_CLAIMS, "token: claim 'jti' is missing")
         user = claims.get("uid") or claims.get("sub")
         if not isinstance(user, str) or not _USER_ID.match(user):
             raise AuthError(codes.INVALID_CLAIMS, "token: claim 'uid' (or 'sub') is not a user id")

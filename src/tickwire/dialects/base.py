@@ -49,7 +49,18 @@ class Digest:
         return f"Digest(user_id={self.user_id!r}, ***)"
 
 
-Credential = Token | Digest
+@dataclass(frozen=True, slots=True, repr=False)
+class Bearer:
+    """A JWT that only the identity provider's keys may verify (Peatio's Barong tokens):
+    unlike :class:`Token` it is never tried as a gateway token."""
+
+    value: str
+
+    def __repr__(self) -> str:  # never print a credential
+        return "Bearer(***)"
+
+
+Credential = Token | Digest | Bearer
 
 # -- commands: what a dialect's parser asks of the core -------------------------------------
 
@@ -219,8 +230,23 @@ class Dialect:
         """The credential presented with the handshake, if any."""
         return None
 
+    def credential_required(self) -> bool:
+        """True when the upgrade needs a valid :meth:`credential`: the shell verifies it
+        before upgrading and answers HTTP 401 (:meth:`refusal`) when it is missing or
+        does not verify (rango's ``/private`` endpoint)."""
+        return False
+
+    def refusal(self, error: ProtocolError) -> Refused:
+        """The HTTP answer to an upgrade refused for ``error`` (a missing or bad credential)."""
+        return Refused(401, error.code, error.message, self.render_error(error), "application/json")
+
     def opening(self) -> list[Command]:
         """Commands to run once the connection is open (e.g. ``?stream=`` subscriptions)."""
+        return []
+
+    def after(self, event: Event) -> list[Command]:
+        """Commands the core runs after it sent ``event`` (only :class:`Authenticated` for
+        now: e.g. subscribe the new identity to its own private streams)."""
         return []
 
     def greeting(self) -> list[bytes]:

@@ -155,20 +155,25 @@ class ConnectionCore:
 
     # -- the shell's calls ------------------------------------------------------------
 
-    async def open(self) -> bool:
+    async def open(self, principal: Principal | None = None) -> bool:
         """Greet, check the handshake's credential and run the dialect's opening commands.
-        False when the connection was closed (a handshake credential that fails)."""
+        False when the connection was closed (a handshake credential that fails).
+
+        ``principal`` is the handshake credential's identity when the shell verified it
+        before the upgrade (:meth:`Dialect.credential_required`)."""
         for payload in self.dialect.greeting():
             self.send(payload)
         credential = self.dialect.credential()
-        if credential is not None:
+        if principal is not None:
+            await self._after(self._become(principal, None, refresh=False))
+        elif credential is not None:
             try:
                 principal = await self.services.verify(credential)
             except AuthError as exc:
                 self.send(self.dialect.render_error(dialect_error(exc)))
                 self.close(CLOSE_UNAUTHORIZED)
                 return False
-            self._become(principal, None, refresh=False)
+            await self._after(self._become(principal, None, refresh=False))
         within = self.dialect.subscribe_within
         if within is not None:
             self._deadline = self.services.call_later(within, self._no_subscription)
@@ -307,9 +312,15 @@ class ConnectionCore:
             return
         if cmd.refresh and principal.user_id != self.principal.user_id:
             raise ProtocolError("forbidden", "refresh token is for another user", cmd.id)
-        self._become(principal, cmd.id, refresh=cmd.refresh)
+        await self._after(self._become(principal, cmd.id, refresh=cmd.refresh))
 
-    def _become(self, principal: Principal, rid: RequestId, *, refresh: bool) -> None:
+    async def _after(self, event: Event) -> None:
+        """Run the dialect's follow-up commands of ``event``."""
+        for cmd in self.dialect.after(event):
+            if self.closed or not await self._run(cmd):
+                break
+
+    def _become(self, principal: Principal, rid: RequestId, *, refresh: bool) -> Authenticated:
         """Act as ``principal`` from now on (its credential verified)."""
         self._move(Trigger.REFRESHED if refresh else Trigger.AUTHENTICATED)
         self.principal = principal
@@ -319,7 +330,9 @@ class ConnectionCore:
                 self.hub.unsubscribe(self.conn, name)
                 dropped.append(name)
         self._schedule_expiry(principal.expires_at)
-        self.emit(Authenticated(rid, principal, tuple(dropped), refresh))
+        event = Authenticated(rid, principal, tuple(dropped), refresh)
+        self.emit(event)
+        return event
 
     def _schedule_expiry(self, expires_at: float | None) -> None:
         if self._expiry is not None:

@@ -57,6 +57,8 @@ class Node:
         self.tickers: set[str] = set(config.tickers)
         #: Verifies a native token into a principal; set by the auth layer when configured.
         self.verify_token: TokenVerifier | None = None
+        #: Verifies an identity-provider (Barong) JWT only; set with the auth layer.
+        self.verify_bearer: TokenVerifier | None = None
         #: Verifies an InstaMrkt-style ``?id=&n=&h=`` digest; set with the auth layer.
         self.verify_digest: DigestVerifier | None = None
         #: Heartbeat renderers of the mounted dialects, by the wire format they go to.

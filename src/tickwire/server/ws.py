@@ -16,7 +16,16 @@ from collections.abc import Awaitable, Callable
 from aiohttp import WSMsgType, web
 
 from tickwire.auth import AuthError, Principal
-from tickwire.dialects.base import Credential, Dialect, Digest, Handshake, Refused, Token
+from tickwire.dialects.base import (
+    Bearer,
+    Credential,
+    Dialect,
+    Digest,
+    Handshake,
+    Refused,
+    Token,
+    dialect_error,
+)
 from tickwire.dialects.core import Cancellable, ConnectionCore, Limits
 from tickwire.hub import Hub
 from tickwire.hub.wire import deflated
@@ -61,6 +70,10 @@ class NodeServices:
             if node.verify_digest is None:
                 raise AuthError("unauthorized", "this server does not accept session digests")
             return await node.verify_digest(credential.user_id, credential.nonce, credential.digest)
+        if isinstance(credential, Bearer):
+            if node.verify_bearer is None:
+                raise AuthError("unauthorized", "no identity provider is configured")
+            return await node.verify_bearer(credential.value)
         raise AuthError("unauthorized", "unsupported credential")  # pragma: no cover
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
@@ -95,6 +108,7 @@ def dialect_handler(dialect: type[Dialect], svc: NodeServices) -> Handler:
             raise web.HTTPServiceUnavailable(text="draining: connect to another node")
         try:
             translator = dialect(handshake_of(request))
+            principal = await _verified_handshake(svc, translator)
         except Refused as exc:
             return web.Response(status=exc.status, body=exc.body, content_type=exc.content_type)
         ws = web.WebSocketResponse(
@@ -114,7 +128,7 @@ def dialect_handler(dialect: type[Dialect], svc: NodeServices) -> Handler:
                 lambda: conn.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
             )
         try:
-            if await core.open():
+            if await core.open(principal):
                 async for msg in ws:
                     if core.closed:
                         break
@@ -130,6 +144,22 @@ def dialect_handler(dialect: type[Dialect], svc: NodeServices) -> Handler:
 
     handler.__name__ = f"{dialect.name}_handler"
     return handler
+
+
+async def _verified_handshake(svc: NodeServices, translator: Dialect) -> Principal | None:
+    """The identity of a dialect that needs a credential before the upgrade (None for
+    the others); raises :class:`Refused` (HTTP 401) when it is missing or does not verify."""
+    if not translator.credential_required():
+        return None
+    credential = translator.credential()
+    if credential is None:
+        raise translator.refusal(
+            dialect_error(AuthError("unauthorized", "this endpoint needs a credential"))
+        )
+    try:
+        return await svc.verify(credential)
+    except AuthError as exc:
+        raise translator.refusal(dialect_error(exc)) from None
 
 
 def mount(app: web.Application, node: Node, dialect: type[Dialect], paths: list[str]) -> None:
