@@ -83,3 +83,22 @@ def test_repr_hides_secrets() -> None:
     assert "s" * 40 not in repr(c)
     assert "auth_secret=***" in repr(c)
     assert "port=8080" in repr(c)
+
+
+def test_peatio_rabbitmq_env_names_and_hidden_password() -> None:
+    env = {
+        "RABBITMQ_HOST": "mq.internal",
+        "RABBITMQ_PORT": "5673",
+        "RABBITMQ_USER": "peatio",
+        "RABBITMQ_PASSWORD": "s3cret-pw",
+        "TICKWIRE_RANGER_PUBLIC_PATHS": "/a/,/b",
+    }
+    c = load_config({}, env=env)
+    assert (c.rabbitmq_host, c.rabbitmq_port, c.rabbitmq_user) == ("mq.internal", 5673, "peatio")
+    assert c.ranger_public_paths == ["/a/", "/b"]
+    assert "s3cret-pw" not in repr(c)
+    c = load_config({"amqp": "amqp://u:topsecret@h:5672/v"}, env={})
+    assert "topsecret" not in repr(c)
+    for bad in ({"amqp": "http://h"}, {"ranger_private_paths": ["nope"]}, {"amqp_prefetch": 0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            load_config(bad, env={})

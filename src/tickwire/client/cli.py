@@ -63,6 +63,11 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument(
+        "--amqp",
+        metavar="URL",
+        help="consume Peatio's events from RabbitMQ (amqp://user:pass@host:5672/vhost)",
+    )
+    p.add_argument(
         "--synthetic",
         metavar="SPEC",
         help="benchmark publisher, e.g. 'channel=trades:BENCH,rate=1000,batch=10,size=150'",

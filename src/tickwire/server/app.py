@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -11,9 +12,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from tickwire.auth import Principal
 from tickwire.dialects.native import Native
 from tickwire.dialects.opcode import LogonSessions, Opcode, opcode_dialect
+from tickwire.dialects.ranger import RangerSettings, ranger_dialect
 from tickwire.engine.redis import redact
+from tickwire.ingest.amqp import AmqpSettings, PeatioIngest, amqp_url
+from tickwire.ingest.gateway import Gateway
+from tickwire.model.markets import build_registry
 from tickwire.server import metrics
 from tickwire.server.auth_routes import install_auth
 from tickwire.server.config import Config
@@ -73,11 +79,23 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     auth = install_auth(app, config)
     node.verify_token = auth.verify_token  # POST /jwt, /login; tokens
     node.verify_digest = auth.verify_digest  # ?id=&n=&h= after POST /login
+    subject = config.ranger_jwt_subject or None
+    require_jti = config.ranger_require_jti
+
+    async def verify_bearer(token: str) -> Principal:
+        return await auth.verify_bearer(token, subject=subject, require_jti=require_jti)
+
+    node.verify_bearer = verify_bearer  # the ranger dialect's Barong tokens
+    mount_ranger(app, config, node)
     # Market data: gateway, publish + book HTTP API, demo market (docs/market-data.md).
     # The publish API's failed credential checks count against the limiter of /jwt, /login.
-    install_market_data(
+    gateway = install_market_data(
         app, config, node, publisher_keys=auth.verify_secret, limiter=auth.rate_limiter
     )
+    ingest = install_amqp(config, node, gateway)
+    if ingest is not None:
+        app[INGEST_KEY] = ingest
+        app[METRICS_KEY].register(metrics.IngestCollector(ingest.stats))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await node.start()
@@ -143,6 +161,61 @@ def build_opcode_port_app(app: web.Application) -> web.Application:
     return port_app
 
 
+def mount_ranger(app: web.Application, config: Config, node: Node) -> None:
+    """Serve the Peatio ranger dialect on its public and private paths (each also with
+    and without the trailing slash)."""
+    registry = build_registry(config.markets, config.tickers, config.market_specs)
+
+    def both(paths: list[str]) -> list[str]:
+        out: dict[str, None] = {}
+        for path in paths:
+            bare = path.rstrip("/") or "/"
+            out[bare] = None
+            out[bare + "/" if bare != "/" else bare] = None
+        return list(out)
+
+    private = both(config.ranger_private_paths)
+    settings = RangerSettings(
+        private_paths=tuple(p.rstrip("/") or "/" for p in private),
+        challenge=config.ranger_challenge,
+        jwt_subject=config.ranger_jwt_subject or None,
+        require_jti=config.ranger_require_jti,
+    )
+    dialect = ranger_dialect(registry, settings, extra_markets=sorted(node.markets))
+    mount(app, node, dialect, both(config.ranger_public_paths) + private)
+
+
+def install_amqp(config: Config, node: Node, gateway: Gateway) -> PeatioIngest | None:
+    """The RabbitMQ ingest of Peatio's events when ``amqp`` or ``rabbitmq_host`` is set
+    (docs/ingest.md), run with the node."""
+    url = config.amqp
+    if url is None and config.rabbitmq_host:
+        url = amqp_url(
+            config.rabbitmq_host,
+            config.rabbitmq_port,
+            config.rabbitmq_user,
+            config.rabbitmq_password,
+            config.rabbitmq_vhost,
+        )
+    if url is None:
+        return None
+    settings = AmqpSettings(
+        url=url,
+        queue_ttl=config.amqp_queue_ttl,
+        queue_max=config.amqp_queue_max,
+        prefetch=config.amqp_prefetch,
+    )
+    if config.amqp_queue:
+        settings = dataclasses.replace(settings, queue=config.amqp_queue)
+    ingest = PeatioIngest(gateway, settings)
+    node.background.append(ingest.run)
+    return ingest
+
+
+#: The RabbitMQ ingest, when one runs.
+INGEST_KEY: web.AppKey[PeatioIngest] = web.AppKey("ingest", PeatioIngest)
+
+
 def install_uvloop() -> bool:
     """Use uvloop's event loop when it is installed."""
     try:
@@ -160,6 +233,7 @@ def urls(config: Config, port: int, opcode_port: int | None = None) -> list[tupl
         ("live demo page", f"http://{base}/"),
         ("native WebSocket", f"ws://{base}{config.native_paths[0]}"),
         ("opcode WebSocket", f"ws://{base}{config.opcode_paths[0]}"),
+        ("ranger WebSocket", f"ws://{base}{config.ranger_public_paths[0]}"),
     ]
     if opcode_port is not None:
         out.append(("opcode port", f"ws://{host}:{opcode_port}/"))

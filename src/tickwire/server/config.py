@@ -1,14 +1,16 @@
 """The one configuration schema, read in one place.
 
 Precedence: command-line flags > environment (``TICKWIRE_<FIELD>``, plus the Peatio
-seed's ``WEBSOCKET_HOST``/``WEBSOCKET_PORT``) > a TOML config file (``--config`` or
-``TICKWIRE_CONFIG``) > the defaults below. ``docs/config.md`` lists every field.
+seed's ``WEBSOCKET_HOST``/``WEBSOCKET_PORT`` and Peatio's ``RABBITMQ_*``) > a TOML config
+file (``--config`` or ``TICKWIRE_CONFIG``) > the defaults below. ``docs/config.md`` lists
+every field.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -171,6 +173,47 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Sentiment window lengths by name (``crowd_ma_window = 15``, ...; TOML only).
     sentiment_windows: dict[str, int] = msgspec.field(default_factory=dict)
 
+    # --- the ranger dialect (Peatio; docs/dialects.md) ---
+    #: Paths the ranger dialect's public endpoint is served on (each also without its
+    #: trailing slash).
+    ranger_public_paths: list[str] = msgspec.field(
+        default_factory=lambda: ["/api/v2/ranger/public/"]
+    )
+    #: Paths of the ranger private endpoint: the upgrade needs ``Authorization: Bearer``.
+    ranger_private_paths: list[str] = msgspec.field(
+        default_factory=lambda: ["/api/v2/ranger/private/"]
+    )
+    #: Send the Peatio seed's ``{"challenge": …}`` frame when a ranger client connects.
+    ranger_challenge: bool = True
+    #: ``sub`` a ranger client's identity-provider token must carry (empty: any).
+    ranger_jwt_subject: str = "session"
+    #: A ranger client's token must carry a ``jti``.
+    ranger_require_jti: bool = True
+
+    # --- RabbitMQ ingest (Peatio's peatio.events.ranger exchange; docs/ingest.md) ---
+    #: AMQP URL to consume Peatio's events from (``amqp://user:pass@host:5672/vhost``);
+    #: unset, the ingest runs only when ``rabbitmq_host`` is set.
+    amqp: str | None = None
+    #: RabbitMQ host (Peatio's ``RABBITMQ_HOST``); used when ``amqp`` is unset.
+    rabbitmq_host: str | None = None
+    #: RabbitMQ port (``RABBITMQ_PORT``).
+    rabbitmq_port: int = 5672
+    #: RabbitMQ user (``RABBITMQ_USER``).
+    rabbitmq_user: str = "guest"
+    #: RabbitMQ password (``RABBITMQ_PASSWORD``).
+    rabbitmq_password: str = "guest"
+    #: RabbitMQ virtual host (``RABBITMQ_VHOST``).
+    rabbitmq_vhost: str = "/"
+    #: Name of this node's queue on the exchange (unset: ``tickwire.ranger.<random>`` per
+    #: process). It survives reconnects, so events published meanwhile are not lost.
+    amqp_queue: str | None = None
+    #: Seconds the broker keeps the queue after this node disconnected (``x-expires``).
+    amqp_queue_ttl: float = 300.0
+    #: Most messages the queue holds while this node is away (``x-max-length``).
+    amqp_queue_max: int = 100_000
+    #: Unacknowledged messages in flight to this node (prefetch).
+    amqp_prefetch: int = 256
+
     def __repr__(self) -> str:
         """Like the default, with secrets and private keys shown as ``'***'``."""
         shown = ", ".join(
@@ -222,6 +265,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("publish_max_bytes", self.publish_max_bytes >= 1024),
             ("book_max_levels", self.book_max_levels >= 1),
             ("book_snapshot_depth", self.book_snapshot_depth >= 10),
+            ("ranger_public_paths", _paths_ok(self.ranger_public_paths)),
+            ("ranger_private_paths", _paths_ok(self.ranger_private_paths)),
+            ("rabbitmq_port", 0 < self.rabbitmq_port <= 65535),
+            ("amqp_queue_ttl", self.amqp_queue_ttl >= 1),
+            ("amqp_queue_max", self.amqp_queue_max >= 1),
+            ("amqp_prefetch", 1 <= self.amqp_prefetch <= 65535),
         ]
         for name, ok in checks:
             if not ok:
@@ -234,6 +283,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             SentimentSettings(**self.sentiment_windows)  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config field 'sentiment_windows': {exc}") from None
+        if self.amqp is not None and not self.amqp.startswith(("amqp://", "amqps://")):
+            raise ConfigError("config field 'amqp': expected an amqp:// or amqps:// URL")
         if self.synthetic:
             from tickwire.ingest.synthetic import SyntheticSpecError, parse_synthetic
 
@@ -252,12 +303,33 @@ def _paths_ok(paths: list[str]) -> bool:
 
 
 def _secret(field: str) -> bool:
-    return "secret" in field or "private_key" in field or "token" == field[-5:]
+    return (
+        "secret" in field
+        or "private_key" in field
+        or "password" in field
+        or field == "amqp"  # a URL that may hold a password
+        or "token" == field[-5:]
+    )
 
 
 ENV_PREFIX = "TICKWIRE_"
 #: Environment names kept from the Peatio seed.
-ENV_ALIASES: dict[str, str] = {"WEBSOCKET_HOST": "host", "WEBSOCKET_PORT": "port"}
+ENV_ALIASES: dict[str, str] = {
+    "WEBSOCKET_HOST": "host",
+    "WEBSOCKET_PORT": "port",
+    "RABBITMQ_HOST": "rabbitmq_host",
+    "RABBITMQ_PORT": "rabbitmq_port",
+    "RABBITMQ_USER": "rabbitmq_user",
+    "RABBITMQ_PASSWORD": "rabbitmq_password",
+    "RABBITMQ_VHOST": "rabbitmq_vhost",
+}
+
+
+#: Fields given as comma-separated lists in the environment.
+#: Fields holding lists of strings: comma-separated in the environment.
+LIST_FIELDS: tuple[str, ...] = tuple(
+    name for name, hint in typing.get_type_hints(Config).items() if hint == list[str]
+)
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -269,15 +341,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         key = ENV_PREFIX + field.upper()
         if key in env:
             out[field] = env[key]
-    for field in (
-        "markets",
-        "tickers",
-        "coinbase_issuers",
-        "bearer_algorithms",
-        "native_paths",
-        "prophit_paths",
-        "opcode_paths",
-    ):
+    for field in LIST_FIELDS:
         if isinstance(out.get(field), str):
             out[field] = [s.strip() for s in out[field].split(",") if s.strip()]
     return out

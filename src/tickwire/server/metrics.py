@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tickwire.ingest.amqp import IngestStats
 from tickwire.server.node import Node
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -51,6 +52,40 @@ class NodeCollector(Collector):
         ]
         for name, doc, value in counters:
             yield CounterMetricFamily(f"tickwire_{name}", doc, value=value)
+
+
+class IngestCollector(Collector):
+    """Exposes the RabbitMQ ingest's counters."""
+
+    def __init__(self, stats: IngestStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        yield GaugeMetricFamily(
+            "tickwire_amqp_connected", "1 while the RabbitMQ ingest is consuming.", s.connected
+        )
+        messages = CounterMetricFamily(
+            "tickwire_amqp_messages", "RabbitMQ messages by outcome.", labels=["outcome"]
+        )
+        messages.add_metric(["applied"], s.applied)
+        messages.add_metric(["ignored"], s.ignored)
+        messages.add_metric(["rejected"], sum(s.rejected.values()))
+        yield messages
+        rejected = CounterMetricFamily(
+            "tickwire_amqp_rejected", "RabbitMQ messages refused, by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(s.rejected.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+        yield CounterMetricFamily(
+            "tickwire_amqp_sequence_gaps",
+            "Peatio ob-inc sequences that skipped (increments lost upstream).",
+            value=s.sequence_gaps,
+        )
+        yield CounterMetricFamily(
+            "tickwire_amqp_reconnects", "Reconnections to RabbitMQ.", value=s.reconnects
+        )
 
 
 def make_registry(node: Node) -> CollectorRegistry:
