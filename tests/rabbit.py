@@ -141,6 +141,23 @@ class PrivateBroker:
         await ctl("start_app", node=self.name)
         await self.wait_listening()
 
+    async def close_connections(self, name: str) -> int:
+        """Close the client connections called ``name`` (``rabbitmqctl close_connection``);
+        returns how many."""
+        listing = await ctl(
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--no-table-headers",
+            "-q",
+            node=self.name,
+        )
+        pids = [line.split()[0] for line in listing.splitlines() if f'"{name}"' in line]
+        for pid in pids:
+            await ctl("close_connection", pid, "test: connection closed", node=self.name)
+        assert pids, f"no connection called {name}: {listing[-300:]}"
+        return len(pids)
+
     async def stop(self) -> None:
         if self.proc is not None:
             await ctl("stop", node=self.name, check=False)
