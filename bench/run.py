@@ -112,6 +112,7 @@ TARGETS: dict[str, Server] = {
         Server("tickwire", "native", "tickwire"),
         Server("tickwire-eio4", "eio4", "tickwire", note="prophit dialect, Socket.IO"),
         Server("tickwire-opcode", "opcode", "tickwire", note="InstaMrkt opcodes, digest + logon"),
+        Server("tickwire-ranger", "ranger", "tickwire", note="Peatio ranger dialect"),
         Server("raw-floor", "native", "python", "raw_floor.py", "frame once, one write/iter"),
         Server("websockets", "native", "python", "websockets_peer.py", "broadcast()"),
         Server("python-socketio", "eio4", "python", "socketio_peer.py", "aiohttp, rooms"),

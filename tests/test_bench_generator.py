@@ -21,7 +21,7 @@ from tickwire.client.bench.config import (
     channels_for,
     parse_target,
 )
-from tickwire.client.bench.dialects import EngineIO4Dialect, NativeDialect
+from tickwire.client.bench.dialects import EngineIO4Dialect, NativeDialect, RangerDialect
 from tickwire.client.bench.runner import run_bench
 from tickwire.client.bench.stats import Histogram, bucket, bucket_value
 from tickwire.client.bench.wire import scan
@@ -127,6 +127,17 @@ def test_native_dialect_reports_a_refused_subscribe() -> None:
     d = NativeDialect(["nope:X"])
     step = d.on_message(b'{"id":1,"type":"error","code":"bad_channel","message":"m"}', False)
     assert step.error is not None and "bad_channel" in step.error
+
+
+def test_ranger_dialect_subscribes_streams_and_skips_the_challenge() -> None:
+    d = RangerDialect(["trades:BENCH", "book:BTC-USD", "ticker:A", "ticker:B", "candles:X:1m"])
+    assert d.opening() == [
+        b'{"event":"subscribe","streams":["bench.trades","btcusd.ob-inc","global.tickers",'
+        b'"x.kline-1m"]}'
+    ]
+    assert d.on_message(b'{"challenge":"abc"}', False).ready is False
+    assert d.on_message(b'{"success":{"message":"subscribed","streams":[]}}', False).ready
+    assert d.on_message(b'{"error":"Unknown streams: x.kline-1m"}', False).error is not None
 
 
 def test_histogram_percentiles_are_within_bucket_precision() -> None:

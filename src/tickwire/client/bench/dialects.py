@@ -104,6 +104,7 @@ class EngineIO4Dialect(BenchDialect):
         return _NOTHING
 
 
+<<<<<<< HEAD
 class OpcodeDialect(BenchDialect):
     """InstaMrkt opcodes: connect with ``?id=&n=&h=`` (a fresh random nonce each), send
     logon (op 100) and subscribe (op 200, id 1) at once; ``res`` 200 with id 1 is ready.
@@ -142,9 +143,53 @@ class OpcodeDialect(BenchDialect):
         return _NOTHING
 
 
+def ranger_stream(channel: str) -> str:
+    """The Peatio ranger stream of a tickwire channel (``trades:BENCH`` → ``bench.trades``;
+    markets without a registry alias are named ``<id without dashes, lower case>``)."""
+    kind, _, rest = channel.partition(":")
+    symbol, _, arg = rest.partition(":")
+    market = symbol.replace("-", "").lower()
+    if kind == "book":
+        return f"{market}.ob-inc"
+    if kind == "ticker":
+        return "global.tickers"
+    if kind == "candles":
+        return f"{market}.kline-{arg}"
+    return f"{market}.{kind}"
+
+
+class RangerDialect(BenchDialect):
+    """Peatio's ranger: ``{"event":"subscribe","streams":[…]}`` →
+    ``{"success":{"message":"subscribed",…}}`` means ready; the challenge frame sent on
+    connect is ignored, ``{"error":…}`` fails the connection."""
+
+    name = "ranger"
+    default_path = "/api/v2/ranger/public/"
+
+    def opening(self) -> list[bytes]:
+        streams = list(dict.fromkeys(ranger_stream(c) for c in self.channels))
+        return [msgspec.json.encode({"event": "subscribe", "streams": streams})]
+
+    def on_message(self, payload: bytes, ready: bool) -> Step:
+        if ready or payload == b"pong":
+            return _NOTHING
+        try:
+            msg = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            return Step([], error="not JSON: " + payload.decode(errors="replace")[:100])
+        if not isinstance(msg, dict):
+            return _NOTHING
+        if "success" in msg:
+            return Step([], ready=True)
+        if "error" in msg:
+            return Step([], error=payload.decode(errors="replace")[:200])
+        return _NOTHING
+
+
 #: Dialects by ``--dialect`` name.
 DIALECTS: dict[str, type[BenchDialect]] = {
     NativeDialect.name: NativeDialect,
     EngineIO4Dialect.name: EngineIO4Dialect,
     OpcodeDialect.name: OpcodeDialect,
+    RangerDialect.name: RangerDialect,
 }
