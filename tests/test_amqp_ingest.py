@@ -121,11 +121,24 @@ async def test_peatio_publisher_to_ranger_and_native_clients(
         tickers = (await c.recv_key("global.tickers"))["global.tickers"]
         assert tickers["btcusd"]["last"] == "101.00"
         # the native client of the same book is at the same seq with the same levels
-        msg = await native.recv_type("snapshot", "pub")
+        msg = await native.recv_type("snapshot")
+        levels = {side: {p: a for p, a in msg["data"][side]} for side in ("bids", "asks")}
         seq = msg["seq"]
         while seq < book.sequence:
-            seq = (await native.recv_type("pub"))["seq"]
+            msg = await native.recv_type("pub")
+            assert msg["seq"] == seq + 1
+            seq = msg["seq"]
+            for side in ("bids", "asks"):
+                for p, a in msg["data"][side]:
+                    if a.strip("0.") == "":
+                        levels[side].pop(p, None)
+                    else:
+                        levels[side][p] = a
         assert seq == book.sequence
+        assert (sorted(levels["bids"].items()), sorted(levels["asks"].items())) == (
+            sorted((p, a) for p, a in book.rows()[0]),
+            sorted((p, a) for p, a in book.rows()[1]),
+        )
         async with gw.session.get(gw.http + "/api/v1/book/BTC-USD") as resp:
             http = await resp.json()
         assert http["seq"] == book.sequence
