@@ -120,7 +120,8 @@ TARGETS: dict[str, Server] = {
         Server("node-socketio", "eio4", "node", "socketio-server.js", "rooms"),
     )
 }
-DEFAULT_TARGETS = list(TARGETS)
+#: ``tickwire-ranger`` runs when asked for (``--targets tickwire,tickwire-ranger``).
+DEFAULT_TARGETS = [t for t in TARGETS if t != "tickwire-ranger"]
 
 
 BENCH_USER = "bench"

@@ -104,7 +104,6 @@ class EngineIO4Dialect(BenchDialect):
         return _NOTHING
 
 
-<<<<<<< HEAD
 class OpcodeDialect(BenchDialect):
     """InstaMrkt opcodes: connect with ``?id=&n=&h=`` (a fresh random nonce each), send
     logon (op 100) and subscribe (op 200, id 1) at once; ``res`` 200 with id 1 is ready.
