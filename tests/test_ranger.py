@@ -17,6 +17,7 @@ from tickwire.server.data_routes import GATEWAY_KEY
 
 from .harness import Gateway, run_gateway
 from .rangerkit import PRIVATE, PUBLIC, IdentityProvider, RangerBook, RangerClient
+from .wsraw import RawClient
 
 INVALID_EVENT = "Could not parse Type: Invalid event"
 TOKEN_TYPE = "Token type is not provided or invalid."
@@ -420,3 +421,31 @@ async def test_paths_are_configurable_and_bad_paths_refused(
             assert resp.status == 401
         with pytest.raises(aiohttp.WSServerHandshakeError):
             await connect(gw, PUBLIC)
+
+
+async def test_a_client_that_falls_behind_is_closed_3008_and_others_go_on(
+    idp: IdentityProvider, tmp_path: Path
+) -> None:
+    async with ranger_gateway(idp, tmp_path, ranger_challenge=False, max_queue_bytes=65_536) as (
+        gw,
+        _,
+    ):
+        slow = await RawClient.connect(gw.port, PUBLIC + "?stream=btcusd.trades", rcvbuf=4096)
+        opcode, payload = await slow.read_frame()
+        assert json.loads(payload)["success"]["streams"] == ["btcusd.trades"]
+        fast = await connect(gw, streams=["btcusd.trades"])
+        await fast.recv_key("success")
+        hub = gw.node.hub
+        big = {"pad": "x" * 20_000}  # outside the trade contract: sent as it is
+        sent = 0
+        while hub.stats.slow_disconnects == 0 and sent < 2_000:
+            await gw.publish("trades:BTC-USD", big)
+            sent += 1
+            assert "btcusd.trades" in await fast.recv()  # the reading client keeps up
+        assert hub.stats.slow_disconnects == 1
+        while opcode != 0x8:  # what was already written, then the close frame
+            opcode, payload = await slow.read_frame()
+        assert int.from_bytes(payload[:2]) == 3008
+        await gw.publish("trades:BTC-USD", {"pad": "after"})
+        assert (await fast.recv())["btcusd.trades"] == {"pad": "after"}
+        await fast.close()
