@@ -68,11 +68,15 @@ Credential = Token | Digest | Bearer
 @dataclass(frozen=True, slots=True)
 class Subscribe:
     """Subscribe to every item or to none. ``credential``, when given, authorizes this
-    request only (Coinbase sends a JWT with each subscribe)."""
+    request only (Coinbase sends a JWT with each subscribe). ``own`` names private streams
+    (``orders``, ``trades``) of the user the request acts for — the credential's, else the
+    connection's — which the core adds as ``user:<uid>:<stream>`` items; without an
+    identity the request is refused ``unauthorized``."""
 
     id: RequestId
     items: Sequence[tuple[Channel, Position | None]]
     credential: Credential | None = None
+    own: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +226,8 @@ class Dialect:
     subscribe_within: ClassVar[float | None] = None
     #: Errors in a row after which the connection is closed for policy violation.
     max_errors_in_a_row: ClassVar[int] = 50
+    #: Seconds between calls of :meth:`tick` (None: never).
+    tick_interval: ClassVar[float | None] = None
 
     def __init__(self, handshake: Handshake) -> None:
         self.handshake = handshake
@@ -261,8 +267,9 @@ class Dialect:
         """Commands of one inbound binary frame; most protocols have none."""
         raise ProtocolError("binary_not_supported", "binary frames are not supported")
 
-    def render(self, event: Event) -> bytes | None:
-        """The message telling the client about ``event`` (None: nothing to send)."""
+    def render(self, event: Event) -> bytes | list[bytes] | None:
+        """The message (or messages, in order) telling the client about ``event`` (None:
+        nothing to send)."""
         raise NotImplementedError
 
     def render_error(self, error: ProtocolError) -> bytes:
@@ -272,6 +279,11 @@ class Dialect:
     def finished(self) -> None:
         """The connection ended (either side); release what it holds outside itself, such
         as an entry in a node-wide registry. Called once; the default does nothing."""
+
+    def tick(self) -> list[bytes]:
+        """Messages to send now, every :attr:`tick_interval` seconds while the connection
+        is open (per-connection heartbeats)."""
+        return []
 
     @classmethod
     def heartbeat(cls, ts: int) -> bytes | None:

@@ -152,6 +152,7 @@ class ConnectionCore:
         self._expiry: Cancellable | None = None
         self._deadline: Cancellable | None = None
         self._finished = False
+        self._ticker: Cancellable | None = None
 
     # -- the shell's calls ------------------------------------------------------------
 
@@ -177,6 +178,8 @@ class ConnectionCore:
         within = self.dialect.subscribe_within
         if within is not None:
             self._deadline = self.services.call_later(within, self._no_subscription)
+        if self.dialect.tick_interval is not None:
+            self._ticker = self.services.call_later(self.dialect.tick_interval, self._tick)
         for cmd in self.dialect.opening():
             if not await self._run(cmd):
                 break
@@ -224,7 +227,10 @@ class ConnectionCore:
 
     def emit(self, event: Event) -> None:
         payload = self.dialect.render(event)
-        if payload is not None:
+        if isinstance(payload, list):
+            for part in payload:
+                self.send(part)
+        elif payload is not None:
             self.send(payload)
 
     def fail(self, error: ProtocolError) -> None:
@@ -384,8 +390,15 @@ class ConnectionCore:
         principal = self.principal
         if cmd.credential is not None:
             principal = await self._verify(cmd.credential, rid)
+        items = list(cmd.items)
+        if cmd.own:
+            if principal.user_id is None:
+                raise ProtocolError(
+                    "unauthorized", "this subscription needs credentials: a user's own data", rid
+                )
+            items += [(parse_channel(f"user:{principal.user_id}:{s}"), None) for s in cmd.own]
         seen: dict[str, tuple[Channel, Position | None]] = {}
-        for channel, since in cmd.items:
+        for channel, since in items:
             self.check(channel, principal, rid)
             seen[channel.name] = (channel, since)
         new = [name for name in seen if name not in self.conn.channels]
@@ -450,13 +463,26 @@ class ConnectionCore:
         removed = tuple(name for name in names if self.hub.unsubscribe(self.conn, name))
         self.emit(Unsubscribed(cmd.id, removed, tuple(sorted(self.conn.channels))))
 
+    def _tick(self) -> None:
+        interval = self.dialect.tick_interval
+        if self.closed or interval is None:
+            return
+        self._ticker = self.services.call_later(interval, self._tick)
+        try:
+            payloads = self.dialect.tick()
+        except Exception:
+            log.exception("%s: a periodic message failed", self.dialect.name)
+            return
+        for payload in payloads:
+            self.send(payload)
+
     def _no_subscription(self) -> None:
         self._deadline = None
         if not self.closed and not self.conn.channels:
             self.close(CLOSE_POLICY, "no subscription")
 
     def _cancel_timers(self) -> None:
-        for timer in (self._expiry, self._deadline):
+        for timer in (self._expiry, self._deadline, self._ticker):
             if timer is not None:
                 timer.cancel()
-        self._expiry = self._deadline = None
+        self._expiry = self._deadline = self._ticker = None

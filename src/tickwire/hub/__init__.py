@@ -5,12 +5,13 @@ from tickwire.hub.connection import (
     CLOSE_REASONS,
     CLOSE_SHUTDOWN,
     CLOSE_SLOW,
+    CLOSE_STREAM_RESET,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_UNAUTHORIZED,
     Connection,
     Transport,
 )
-from tickwire.hub.frames import close_frame, text_frame
+from tickwire.hub.frames import Numbered, close_frame, text_frame
 from tickwire.hub.hub import Catchup, Hub, HubStats
 from tickwire.hub.wire import WireFormat
 
@@ -19,12 +20,14 @@ __all__ = [
     "CLOSE_REASONS",
     "CLOSE_SHUTDOWN",
     "CLOSE_SLOW",
+    "CLOSE_STREAM_RESET",
     "CLOSE_TOKEN_EXPIRED",
     "CLOSE_UNAUTHORIZED",
     "Catchup",
     "Connection",
     "Hub",
     "HubStats",
+    "Numbered",
     "Transport",
     "WireFormat",
     "close_frame",

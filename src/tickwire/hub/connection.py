@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from tickwire.hub.frames import close_frame
+from tickwire.hub.frames import NumberedFrame, close_frame
 
 if TYPE_CHECKING:
     from tickwire.hub.hub import Hub
@@ -26,6 +26,8 @@ class Transport(Protocol):
 CLOSE_SHUTDOWN = 3001
 CLOSE_TOKEN_EXPIRED = 3005
 CLOSE_SLOW = 3008
+#: A channel's stream restarted (history lost) and the wire format cannot say so in-band.
+CLOSE_STREAM_RESET = 3010
 CLOSE_UNAUTHORIZED = 3500
 CLOSE_POLICY = 3503
 
@@ -33,6 +35,7 @@ CLOSE_REASONS: dict[int, str] = {
     CLOSE_SHUTDOWN: "shutdown",
     CLOSE_TOKEN_EXPIRED: "token expired",
     CLOSE_SLOW: "slow consumer",
+    CLOSE_STREAM_RESET: "stream reset: resubscribe",
     CLOSE_UNAUTHORIZED: "unauthorized",
     CLOSE_POLICY: "policy violation",
 }
@@ -54,6 +57,7 @@ class Connection:
         "dirty",
         "fmt",
         "hub",
+        "number",
         "on_close",
         "queue",
         "queued",
@@ -80,11 +84,19 @@ class Connection:
         self.closed = False
         self.channels: set[str] = set()
         self.on_close = on_close
+        #: the next number of a :class:`~tickwire.hub.frames.Numbered` message
+        self.number = 0
 
     def push(self, frame: bytes) -> None:
-        """Queue one frame; it is written with the others at the end of this iteration."""
+        """Queue one frame; it is written with the others at the end of this iteration.
+        A :class:`~tickwire.hub.frames.NumberedFrame` gets this connection's next number."""
         if self.closed:
             return
+        if frame.__class__ is NumberedFrame:
+            head = frame.head(self.number)  # type: ignore[attr-defined]
+            self.number += 1
+            self.queue.append(head)
+            self.queued += len(head)
         self.queue.append(frame)
         self.queued += len(frame)
         if self.queued + self.backlog > self.cap:

@@ -13,9 +13,61 @@ _RSV1 = 0x40  # permessage-deflate: this message is compressed
 _CLOSE = 0x88  # FIN + close opcode
 
 
+class Numbered(bytes):
+    """A message each connection numbers with its own counter: the bytes are the message
+    after its number (``"channel":…}``), ``template % n`` (``b'{"sequence_num":%d,'``)
+    is what each connection puts before them as it queues the frame. The rest stays one
+    shared object: a connection adds only its few bytes of header and number."""
+
+    template: bytes
+
+    def __new__(cls, rest: bytes, template: bytes) -> Numbered:
+        obj = super().__new__(cls, rest)
+        obj.template = template
+        return obj
+
+
+class NumberedFrame(bytes):
+    """A text frame of a :class:`Numbered` message, still without its number and header
+    (:meth:`tickwire.hub.Connection.push` completes it per connection). ``compressed``:
+    the bytes are the permessage-deflate compression of the rest, from a fresh context."""
+
+    template: bytes
+    compressed: bool
+
+    def __new__(cls, rest: bytes, template: bytes, compressed: bool) -> NumberedFrame:
+        obj = super().__new__(cls, rest)
+        obj.template = template
+        obj.compressed = compressed
+        return obj
+
+    def head(self, n: int) -> bytes:
+        """The frame header and message start of the frame numbered ``n``; the frame is
+        ``head(n) + self``. Compressed, the number travels as a deflate stored block ahead
+        of the shared compressed rest (a valid stream: the rest refers to nothing before)."""
+        start = self.template % n
+        if self.compressed:
+            k = len(start)
+            start = b"\x00" + struct.pack("<HH", k, k ^ 0xFFFF) + start
+        return frame_header(len(start) + len(self), self.compressed) + start
+
+
+def frame_header(n: int, compressed: bool = False) -> bytes:
+    """The header of an unfragmented text frame with an ``n``-byte payload."""
+    head = _TEXT | _RSV1 if compressed else _TEXT
+    if n < 126:
+        return bytes((head, n))
+    if n < 65536:
+        return struct.pack("!BBH", head, 126, n)
+    return struct.pack("!BBQ", head, 127, n)
+
+
 def text_frame(payload: bytes, compressed: bool = False) -> bytes:
     """A complete, unfragmented text frame carrying ``payload`` (UTF-8 JSON, or its
-    permessage-deflate compression when ``compressed``: the RSV1 bit is then set)."""
+    permessage-deflate compression when ``compressed``: the RSV1 bit is then set).
+    A :class:`Numbered` payload gives a :class:`NumberedFrame`."""
+    if payload.__class__ is Numbered:
+        return NumberedFrame(payload, payload.template, compressed)  # type: ignore[attr-defined]
     head = _TEXT | _RSV1 if compressed else _TEXT
     n = len(payload)
     if n < 126:
@@ -34,7 +86,10 @@ def deflate_message(payload: bytes, wbits: int = 15, level: int = 6) -> bytes:
     client, with or without context takeover, and can be shared between them."""
     c = zlib.compressobj(level, zlib.DEFLATED, -wbits)
     data = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
-    return data[:-4] if data.endswith(_SYNC_TAIL) else data
+    data = data[:-4] if data.endswith(_SYNC_TAIL) else data
+    if isinstance(payload, Numbered):  # compress the shared rest; the number is added later
+        return Numbered(data, payload.template)
+    return data
 
 
 def close_frame(code: int, reason: str = "") -> bytes:

@@ -20,7 +20,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tickwire.engine.base import Engine
-from tickwire.hub.connection import CLOSE_SHUTDOWN, CLOSE_SLOW, Connection, Transport
+from tickwire.hub.connection import (
+    CLOSE_SHUTDOWN,
+    CLOSE_SLOW,
+    CLOSE_STREAM_RESET,
+    Connection,
+    Transport,
+)
 from tickwire.hub.frames import text_frame
 from tickwire.hub.wire import WireFormat
 from tickwire.model.publication import Position, Publication, Snapshot
@@ -280,7 +286,12 @@ class Hub:
         for conn in conns:
             if conn in st.pending:
                 fmt = conn.fmt
-                conn.push(text_frame(fmt.reset(st.name, catchup.position), fmt.compressed))
+                payload = fmt.reset(st.name, catchup.position)
+                if payload is None:  # the format cannot say it: the client resubscribes
+                    conn.close(CLOSE_STREAM_RESET)
+                    continue
+                if payload:
+                    conn.push(text_frame(payload, fmt.compressed))
                 self.go_live(conn, catchup)
         for pub in buffered:
             self.on_publication(pub)

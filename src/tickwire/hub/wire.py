@@ -28,8 +28,11 @@ class WireFormat(Protocol):
     def snapshot(self, snap: Snapshot) -> bytes:
         """The state of a state channel; publications continue at ``snap.seq + 1``."""
 
-    def reset(self, channel: str, position: Position) -> bytes:
-        """The stream restarted (history lost): what follows starts at ``position``."""
+    def reset(self, channel: str, position: Position) -> bytes | None:
+        """The stream restarted (history lost): what follows starts at ``position``.
+        ``b""``: send nothing (the snapshot that follows tells the client); None: the
+        format cannot tell its clients in-band, so the hub closes their connections with
+        :data:`~tickwire.hub.connection.CLOSE_STREAM_RESET` (reconnect and resubscribe)."""
 
 
 class Deflated:
@@ -49,8 +52,9 @@ class Deflated:
     def snapshot(self, snap: Snapshot) -> bytes:
         return deflate_message(self.base.snapshot(snap), self.wbits)
 
-    def reset(self, channel: str, position: Position) -> bytes:
-        return deflate_message(self.base.reset(channel, position), self.wbits)
+    def reset(self, channel: str, position: Position) -> bytes | None:
+        payload = self.base.reset(channel, position)
+        return deflate_message(payload, self.wbits) if payload else payload
 
 
 _DEFLATED: dict[tuple[int, int], Deflated] = {}

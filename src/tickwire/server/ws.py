@@ -98,10 +98,14 @@ def handshake_of(request: web.Request) -> Handshake:
     )
 
 
-def dialect_handler(dialect: type[Dialect], svc: NodeServices) -> Handler:
-    """The aiohttp handler serving ``dialect`` on ``svc``'s node."""
+def dialect_handler(
+    dialect: type[Dialect], svc: NodeServices, compression: bool | None = None
+) -> Handler:
+    """The aiohttp handler serving ``dialect`` on ``svc``'s node; ``compression``
+    (permessage-deflate when the client offers it) defaults to the config's."""
     node = svc.node
     cfg = node.config
+    compress = cfg.compression if compression is None else compression
 
     async def handler(request: web.Request) -> web.StreamResponse:
         if node.draining:
@@ -112,7 +116,7 @@ def dialect_handler(dialect: type[Dialect], svc: NodeServices) -> Handler:
         except Refused as exc:
             return web.Response(status=exc.status, body=exc.body, content_type=exc.content_type)
         ws = web.WebSocketResponse(
-            autoping=True, max_msg_size=cfg.max_frame_hard_bytes, compress=cfg.compression
+            autoping=True, max_msg_size=cfg.max_frame_hard_bytes, compress=compress
         )
         await ws.prepare(request)
         transport = request.transport
@@ -162,12 +166,20 @@ async def _verified_handshake(svc: NodeServices, translator: Dialect) -> Princip
         raise translator.refusal(dialect_error(exc)) from None
 
 
-def mount(app: web.Application, node: Node, dialect: type[Dialect], paths: list[str]) -> None:
-    """Serve ``dialect`` on each of ``paths`` (and send its heartbeats)."""
+def mount(
+    app: web.Application,
+    node: Node,
+    dialect: type[Dialect],
+    paths: list[str],
+    *,
+    compression: bool | None = None,
+) -> None:
+    """Serve ``dialect`` on each of ``paths`` (and send its heartbeats); ``compression``
+    overrides the config's ``compression`` for this dialect."""
     svc = app.get(SERVICES_KEY)
     if svc is None:
         svc = app[SERVICES_KEY] = NodeServices(node)
-    handler = dialect_handler(dialect, svc)
+    handler = dialect_handler(dialect, svc, compression)
     for path in paths:
         app.router.add_get(path, handler)
     if dialect.heartbeat(0) is not None:
