@@ -85,6 +85,9 @@ class GatewaySettings:
     book_snapshot_depth: int = 1_000
     #: How far (ms) an event's ``ts`` may lie ahead of the server clock.
     max_future_ms: int = 60_000
+    #: Milliseconds between ``ticker_batch:<market>`` publications (the latest ticker, when
+    #: it changed); checked by :meth:`Gateway.tick`.
+    ticker_batch_ms: int = 5_000
     sentiment: SentimentSettings = field(default_factory=SentimentSettings)
 
 
@@ -171,7 +174,9 @@ class _MarketState:
         "last_trade_id",
         "market",
         "stats",
+        "ticker_batch_channel",
         "ticker_channel",
+        "ticker_unbatched",
         "top",
         "trades_channel",
     )
@@ -193,6 +198,9 @@ class _MarketState:
         self.book_channel = f"book:{market.id}"
         self.trades_channel = f"trades:{market.id}"
         self.ticker_channel = f"ticker:{market.id}"
+        self.ticker_batch_channel = f"ticker_batch:{market.id}"
+        #: the ticker published since the last ``ticker_batch`` one (None: no change)
+        self.ticker_unbatched: bytes | None = None
         self.candle_channels = [f"candles:{market.id}:{iv}" for iv in CANDLE_INTERVALS]
 
 
@@ -219,6 +227,7 @@ class Gateway:
         self._lock = asyncio.Lock()
         self._states: dict[str, _MarketState] = {}
         self._sentiment: dict[str, SentimentTracker] = {}
+        self._next_batch = 0
 
     # --- building operations (static validation) -----------------------------------------
 
@@ -563,13 +572,21 @@ class Gateway:
         )
 
     async def tick(self, now: int | None = None) -> list[Publication]:
-        """Close the sentiment periods that ended by ``now`` and publish their points.
+        """Close the sentiment periods that ended by ``now`` and publish their points;
+        every ``ticker_batch_ms``, publish each changed ticker on ``ticker_batch:<market>``.
         :meth:`run` calls this every second."""
         now = self.clock() if now is None else now
         async with self._lock:
             items: list[Item] = []
             for ticker, tracker in self._sentiment.items():
                 items.extend(self._sentiment_items(ticker, tracker.advance(now)))
+            if now >= self._next_batch:
+                self._next_batch = now + self.settings.ticker_batch_ms
+                for st in self._states.values():
+                    raw = st.ticker_unbatched
+                    if raw is not None:
+                        st.ticker_unbatched = None
+                        items.append((st.ticker_batch_channel, raw, raw))
             return await self._emit(items)
 
     async def run(self, interval: float = 1.0) -> None:
@@ -817,6 +834,7 @@ class Gateway:
             ts=self.clock(),
         )
         raw = _encode(ticker)
+        st.ticker_unbatched = raw
         return (st.ticker_channel, raw, raw)
 
     async def _emit(self, items: Sequence[Item]) -> list[Publication]:

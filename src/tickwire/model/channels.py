@@ -1,6 +1,7 @@
 """Channel names: ``<kind>:<symbol>[:<arg>]`` and the private ``user:<uid>:<stream>``.
 
 Examples: ``trades:BTC-USD``, ``book:BTC-USD``, ``ticker:BTC-USD``, ``candles:BTC-USD:1m``,
+``ticker_batch:BTC-USD`` (the ticker at most every 5 s),
 ``sentiment:AAPL``, ``user:42:orders``, ``user:42:trades``.
 """
 
@@ -16,13 +17,14 @@ PUBLIC_KINDS: dict[str, bool] = {
     "trades": False,
     "book": False,
     "ticker": False,
+    "ticker_batch": False,
     "candles": True,
     "sentiment": False,
 }
 #: Streams under ``user:<uid>:``.
 PRIVATE_KINDS: frozenset[str] = frozenset({"orders", "trades"})
 #: Kinds whose subscribers begin with a snapshot of the current state.
-STATE_KINDS: frozenset[str] = frozenset({"book", "ticker", "candles"})
+STATE_KINDS: frozenset[str] = frozenset({"book", "ticker", "ticker_batch", "candles"})
 #: Candle intervals and their length in seconds.
 CANDLE_INTERVALS: dict[str, int] = {
     "1m": 60,

@@ -10,6 +10,7 @@ channel                      publication ``data``                snapshot ``data
 ``book:<market>``            :class:`BookData` (changed levels)  :class:`BookData` (levels)
 ``trades:<market>``          :class:`TradeData`                  (none: not a state channel)
 ``ticker:<market>``          :class:`TickerData`                 the same :class:`TickerData`
+``ticker_batch:<market>``    :class:`TickerData` (every 5 s)     the same :class:`TickerData`
 ``candles:<market>:<iv>``    :class:`CandleData` (open candle)   the same :class:`CandleData`
 ``sentiment:<ticker>``       :data:`SentimentData`               (none)
 ``user:<uid>:orders``        :class:`OrderData`                  (none)
