@@ -22,6 +22,7 @@ from tickwire.ingest.gateway import Gateway
 from tickwire.model.markets import build_registry
 from tickwire.server import metrics
 from tickwire.server.auth_routes import install_auth
+from tickwire.server.coinbase_routes import install_coinbase
 from tickwire.server.config import Config
 from tickwire.server.dashboard import install_dashboard
 from tickwire.server.data_routes import install_market_data
@@ -96,6 +97,8 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     if ingest is not None:
         app[INGEST_KEY] = ingest
         app[METRICS_KEY].register(metrics.IngestCollector(ingest.stats))
+    # Coinbase Advanced Trade: the feed and its product routes (docs/dialects.md).
+    install_coinbase(app, config, node, gateway.markets)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await node.start()
@@ -234,6 +237,7 @@ def urls(config: Config, port: int, opcode_port: int | None = None) -> list[tupl
         ("native WebSocket", f"ws://{base}{config.native_paths[0]}"),
         ("opcode WebSocket", f"ws://{base}{config.opcode_paths[0]}"),
         ("ranger WebSocket", f"ws://{base}{config.ranger_public_paths[0]}"),
+        ("Coinbase feed", f"ws://{base}{config.coinbase_paths[0]}"),
     ]
     if opcode_port is not None:
         out.append(("opcode port", f"ws://{host}:{opcode_port}/"))

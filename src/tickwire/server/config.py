@@ -52,6 +52,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_requests_per_second: float = 100.0
     #: Paths the native protocol is served on.
     native_paths: list[str] = msgspec.field(default_factory=lambda: ["/ws"])
+    #: Paths the Coinbase Advanced Trade feed is served on (docs/dialects.md).
+    coinbase_paths: list[str] = msgspec.field(default_factory=lambda: ["/ws/coinbase"])
+    #: Accept permessage-deflate on the Coinbase feed when the client offers it (the
+    #: official SDK does); frames are still compressed once per publication.
+    coinbase_compression: bool = True
+    #: Most product ids in one Coinbase subscribe or unsubscribe message.
+    coinbase_max_product_ids: int = 100
     #: Seconds between server heartbeats on native connections.
     heartbeat_interval: float = 15.0
     #: Paths Socket.IO (the Market Prophit dialect, Engine.IO 3 and 4) is served on.
@@ -238,6 +245,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("opcode_port", self.opcode_port is None or 0 <= self.opcode_port <= 65535),
             ("opcode_relogon_window", self.opcode_relogon_window >= 0),
             ("opcode_relogon_max_users", self.opcode_relogon_max_users >= 0),
+            ("coinbase_paths", _paths_ok(self.coinbase_paths)),
+            ("coinbase_max_product_ids", self.coinbase_max_product_ids >= 1),
             ("heartbeat_interval", self.heartbeat_interval > 0),
             ("prophit_paths", _paths_ok(self.prophit_paths)),
             ("prophit_events", self.prophit_events in ("data", "res", "both")),

@@ -1,0 +1,135 @@
+"""Coinbase on the hub: each publication is encoded once and shared; each connection
+splices in only its own ``sequence_num``, in plain and in permessage-deflate frames; a
+reset the wire cannot express closes with a code the SDK reconnects on."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from tickwire.dialects.coinbase import Coinbase
+from tickwire.dialects.native import NATIVE
+from tickwire.hub import CLOSE_STREAM_RESET, Numbered, text_frame
+from tickwire.hub.frames import NumberedFrame
+from tickwire.hub.wire import deflated
+from tickwire.model.markets import default_registry
+from tickwire.model.publication import Publication
+
+from .test_hub import MemoryTransport, live, next_iteration, setup
+
+DIALECT = Coinbase.configure(default_registry())
+FMT = DIALECT.fmt
+TRADE = b'{"id":7,"price":"65000.00","size":"0.10000000","side":"buy","ts":1700000000000}'
+
+
+def frames(t: MemoryTransport) -> list[tuple[int, bytes]]:
+    """(first byte, payload) of every frame written."""
+    out = []
+    data = b"".join(t.writes)
+    while data:
+        n, start = data[1] & 0x7F, 2
+        if n == 126:
+            n, start = int.from_bytes(data[2:4]), 4
+        elif n == 127:
+            n, start = int.from_bytes(data[2:10]), 10
+        out.append((data[0], data[start : start + n]))
+        data = data[start + n :]
+    return out
+
+
+def inflate(payload: bytes) -> dict[str, Any]:
+    d = zlib.decompressobj(-15)
+    data: dict[str, Any] = json.loads(d.decompress(payload + b"\x00\x00\xff\xff"))
+    return data
+
+
+async def test_numbered_frames_share_the_encoding_and_count_per_connection() -> None:
+    engine, hub = await setup()
+    encoded = 0
+    real_pub = FMT.pub
+
+    def counting(pub: Publication) -> bytes:
+        nonlocal encoded
+        encoded += 1
+        return real_pub(pub)
+
+    FMT.pub = counting  # type: ignore[method-assign]
+    try:
+        ta, tb, tn = MemoryTransport(), MemoryTransport(), MemoryTransport()
+        a = hub.connect(ta, FMT, 1 << 20)
+        b = hub.connect(tb, FMT, 1 << 20)
+        n = hub.connect(tn, NATIVE, 1 << 20)
+        for conn in (a, b, n):
+            await live(hub, conn, "trades:BTC-USD")
+        hub.send(b, Numbered(b'"channel":"x","events":[]}', b'{"sequence_num":%d,'))
+        for _ in range(3):
+            engine.publish_now("trades:BTC-USD", TRADE)
+        await next_iteration()
+    finally:
+        del FMT.pub
+    assert encoded == 3  # once per publication, not per connection
+    ma, mb = ta.messages(), tb.messages()
+    assert [m["sequence_num"] for m in ma] == [0, 1, 2]
+    assert [m["sequence_num"] for m in mb] == [0, 1, 2, 3]  # its own reply counted first
+    assert ma[0]["events"][0]["trades"][0]["side"] == "SELL"  # the maker's side
+    assert ma[0]["channel"] == "market_trades" and ma[1:] == [
+        {**m, "sequence_num": m["sequence_num"] - 1} for m in mb[2:]
+    ]
+    assert [m["type"] for m in tn.messages()] == ["pub"] * 3  # native: untouched
+
+
+async def test_compressed_numbered_frames_inflate_with_their_number() -> None:
+    engine, hub = await setup()
+    fmt = deflated(FMT, 15)
+    ta, tb = MemoryTransport(), MemoryTransport()
+    a = hub.connect(ta, fmt, 1 << 20)
+    b = hub.connect(tb, fmt, 1 << 20)
+    await live(hub, a, "trades:BTC-USD")
+    hub.send(b, Numbered(b'"channel":"x","events":[]}', b'{"sequence_num":%d,'))
+    await live(hub, b, "trades:BTC-USD")
+    engine.publish_now("trades:BTC-USD", TRADE)
+    await next_iteration()
+    fa, fb = frames(ta), frames(tb)
+    assert fa[0][0] == 0xC1 and fb[1][0] == 0xC1  # FIN + RSV1 + text
+    assert fb[0][0] == 0x81  # the reply: not compressed
+    got_a, got_b = inflate(fa[0][1]), inflate(fb[1][1])
+    assert (got_a["sequence_num"], got_b["sequence_num"]) == (0, 1)
+    assert got_a["events"] == got_b["events"] and got_a["channel"] == "market_trades"
+
+
+def test_a_numbered_frame_is_the_plain_frame_with_its_number() -> None:
+    rest = Numbered(b'"a":1}' * 40, b'{"sequence_num":%d,')
+    frame = text_frame(rest)
+    assert isinstance(frame, NumberedFrame)
+    for n in (0, 9, 10**12):
+        whole = frame.head(n) + frame
+        expected = text_frame(b'{"sequence_num":%d,' % n + b'"a":1}' * 40)
+        assert whole == expected
+
+
+async def test_reset_closes_trade_subscribers_and_resnapshots_the_book() -> None:
+    engine, hub = await setup(size=3)
+    tt, tbk = MemoryTransport(), MemoryTransport()
+    trades = hub.connect(tt, FMT, 1 << 20)
+    book = hub.connect(tbk, FMT, 1 << 20)
+    snap = b'{"bids":[["1.00","1.00000000"]],"asks":[],"checksum":0}'
+    engine.publish_now("book:BTC-USD", snap, snapshot=snap)
+    await live(hub, trades, "trades:BTC-USD")
+    await live(hub, book, "book:BTC-USD", stateful=True)
+    await engine.unsubscribe(["trades:BTC-USD", "book:BTC-USD"])
+    for _ in range(10):  # lost: history keeps 3
+        engine.publish_now("trades:BTC-USD", TRADE)
+        engine.publish_now("book:BTC-USD", snap, snapshot=snap)
+    await engine.subscribe(["trades:BTC-USD", "book:BTC-USD"])
+    engine.publish_now("trades:BTC-USD", TRADE)
+    engine.publish_now("book:BTC-USD", snap, snapshot=snap)
+    for _ in range(5):
+        await next_iteration()
+    assert trades.closed
+    closing = frames(tt)[-1]
+    assert closing[0] == 0x88 and int.from_bytes(closing[1][:2]) == CLOSE_STREAM_RESET
+    msgs = tbk.messages()
+    assert [m["events"][0]["type"] for m in msgs] == ["snapshot", "snapshot"]
+    assert [m["sequence_num"] for m in msgs] == [0, 1]
+    assert not book.closed
