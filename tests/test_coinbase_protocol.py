@@ -179,9 +179,12 @@ async def test_the_user_channel_shows_only_the_jwt_users_orders() -> None:
         sub = await f.recv_channel("subscriptions")
         assert sub["events"][0]["subscriptions"] == {"user": ["BTC-USD"]}
         common = {"market": "BTC-USD", "side": "buy", "state": "open", "size": "2"}
+        empty = await f.recv_channel("user")  # nothing published for alice yet
+        assert [(e["type"], e["orders"]) for e in empty["events"]] == [("snapshot", [])]
         await ingest.publish_order("bob", id="o-bob", price="100", **common)
         await ingest.publish_order("alice", id="o-alice", price="100", filled="0.5", **common)
-        user = await f.recv_channel("user")
+        user = await f.recv_channel("user")  # the first open orders: a snapshot again
+        assert user["events"][0]["type"] == "snapshot"
         [order] = user["events"][0]["orders"]
         assert (order["order_id"], order["status"], order["order_side"]) == (
             "o-alice",
@@ -201,11 +204,41 @@ async def test_the_user_channel_shows_only_the_jwt_users_orders() -> None:
         token_b = coinbase_jwt(bob.record.name, load_private(bob.secret), now=time.time())
         await g.subscribe("user", [], jwt=token_b)
         await g.recv_channel("subscriptions")
+        snap = (await g.recv_channel("user"))["events"]
+        assert [(e["type"], [o["order_id"] for o in e["orders"]]) for e in snap] == [
+            ("snapshot", ["o-bob"])
+        ]
         await ingest.publish_order("alice", id="o-alice-2", price="100", **common)
         await ingest.publish_order("bob", id="o-bob-2", price="100", **common)
-        got = (await g.recv_channel("user"))["events"][0]["orders"][0]
-        assert got["order_id"] == "o-bob-2"
+        got = (await g.recv_channel("user"))["events"][0]
+        assert (got["type"], got["orders"][0]["order_id"]) == ("update", "o-bob-2")
         assert (await f.recv_channel("user"))["events"][0]["orders"][0]["order_id"] == "o-alice-2"
+
+
+async def test_the_user_snapshot_lists_open_orders_in_batches_of_50() -> None:
+    async with feed_gateway() as (gw, auth):
+        made = await create_key(auth.store, kind=KeyKind.EC, user_id="olga")
+        assert made.secret
+        ingest = gw.runner.app[GATEWAY_KEY]
+        common = {"market": "ETH-USD", "side": "sell", "size": "1", "price": "100"}
+        for i in range(120):
+            await ingest.publish_order(
+                "olga", id=f"o-{i}", state="open", created_at=T0 + i, **common
+            )
+        for i in range(0, 120, 6):  # 20 of them are done
+            await ingest.publish_order(
+                "olga", id=f"o-{i}", state="filled", created_at=T0 + i, **common
+            )
+        f = await connect(gw)
+        token = coinbase_jwt(made.record.name, load_private(made.secret), now=time.time())
+        await f.subscribe("user", [], jwt=token)
+        events = (await f.recv_channel("user"))["events"]
+        assert [(e["type"], len(e["orders"])) for e in events] == [
+            ("snapshot", 50),
+            ("snapshot", 50),
+        ]
+        ids = [o["order_id"] for e in events for o in e["orders"]]
+        assert ids == [f"o-{i}" for i in range(120) if i % 6]
 
 
 def sub(**fields: Any) -> str:
@@ -213,6 +246,7 @@ def sub(**fields: Any) -> str:
 
 
 L2 = "level2"
+T0 = 1_700_000_000_000
 BAD_FRAMES = [
     ("{not json", "bad_json", "not valid JSON"),
     ("[1, 2]", "bad_request", "JSON object"),
@@ -266,6 +300,7 @@ async def test_bad_jwts_are_refused_and_the_connection_stays_open() -> None:
         f = await connect(gw)
         await f.subscribe("user", [], jwt=reused)
         await f.recv_channel("subscriptions")
+        await f.recv_channel("user")  # the (empty) open orders
         await f.subscribe("user", [], jwt=reused)
         assert (await f.error())["code"] == "nonce_reused"
         for token, code in cases:
@@ -343,12 +378,20 @@ async def test_the_user_subscription_outlives_its_jwt() -> None:
         "avg_price": "99.00", "client_id": None, "trades_count": 2, "created_at": 1,
         "updated_at": 2,
     }  # fmt: skip
-    engine.publish_now("user:alice:orders", json.dumps(order).encode())
-    engine.publish_now("user:bob:orders", json.dumps(order).encode())
-    await next_iteration()
-    user = [m for m in t.messages() if m["channel"] == "user"]
-    assert len(user) == 1
-    o = user[0]["events"][0]["orders"][0]
+    none = b'{"orders": []}'
+    for uid in ("alice", "bob", "alice"):
+        engine.publish_now(f"user:{uid}:open_orders", json.dumps(order).encode(), snapshot=none)
+        for _ in range(3):
+            await next_iteration()
+    user = [m["events"][0] for m in t.messages() if m["channel"] == "user"]
+    # no open orders (nothing published yet), no open orders (the first publication's
+    # snapshot: the order is filled), then alice's update; bob's never
+    assert [(e["type"], len(e["orders"])) for e in user] == [
+        ("snapshot", 0),
+        ("snapshot", 0),
+        ("update", 1),
+    ]
+    o = user[2]["orders"][0]
     assert (o["status"], o["order_type"], o["avg_price"], o["limit_price"]) == (
         "FILLED",
         "MARKET",

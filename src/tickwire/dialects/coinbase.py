@@ -33,7 +33,14 @@ from tickwire.dialects.errors import ProtocolError
 from tickwire.hub import Numbered
 from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.markets import Market, MarketRegistry
-from tickwire.model.payloads import BookData, CandleData, OrderData, TickerData, TradeData
+from tickwire.model.payloads import (
+    BookData,
+    CandleData,
+    OpenOrdersData,
+    OrderData,
+    TickerData,
+    TradeData,
+)
 from tickwire.model.publication import Position, Publication, Snapshot
 
 #: Every channel of the feed, and the core channel kind each product rides on.
@@ -174,6 +181,9 @@ _decode_book = msgspec.json.Decoder(BookData).decode
 _decode_ticker = msgspec.json.Decoder(TickerData).decode
 _decode_candle = msgspec.json.Decoder(CandleData).decode
 _decode_order = msgspec.json.Decoder(OrderData).decode
+_decode_open = msgspec.json.Decoder(OpenOrdersData).decode
+#: Open orders per ``snapshot`` event of the user channel, as upstream.
+USER_SNAPSHOT_BATCH = 50
 
 
 def _quantity(size: str) -> str:
@@ -212,7 +222,7 @@ class CoinbaseFormat:
             "ticker": self._ticker,
             "ticker_batch": self._ticker,
             "candles": self._candles,
-            "orders": self._orders,
+            "open_orders": self._orders,
         }
         self._render = renderers
 
@@ -291,8 +301,15 @@ class CoinbaseFormat:
         return envelope("candles", [{"type": kind, "candles": [candle]}])
 
     def _orders(self, ch: Channel, data: bytes, kind: str, ts: int) -> Numbered:
-        o = _decode_order(data)
-        order = _Order(
+        if kind == "snapshot":  # the open orders, in events of at most 50
+            orders = [self._order(o) for o in _decode_open(data).orders]
+            return envelope("user", user_snapshot(orders))
+        event: dict[str, Any] = {"type": kind, "orders": [self._order(_decode_order(data))]}
+        event["positions"] = _EMPTY_POSITIONS
+        return envelope("user", [event])
+
+    def _order(self, o: OrderData) -> _Order:
+        return _Order(
             order_id=o.id,
             client_order_id=_opt(o.client_id),
             cumulative_quantity=o.filled,
@@ -311,8 +328,14 @@ class CoinbaseFormat:
             reject_reason="",
             time_in_force="GOOD_UNTIL_CANCELLED",
         )
-        event = {"type": kind, "orders": [order], "positions": _EMPTY_POSITIONS}
-        return envelope("user", [event])
+
+
+def user_snapshot(orders: list[Any]) -> list[dict[str, Any]]:
+    """The user channel's ``snapshot`` events: the open orders in batches of 50 (one
+    event, with no orders, when there are none)."""
+    step = USER_SNAPSHOT_BATCH
+    batches = [orders[i : i + step] for i in range(0, len(orders), step)] or [[]]
+    return [{"type": "snapshot", "orders": b, "positions": _EMPTY_POSITIONS} for b in batches]
 
 
 # -- the dialect ------------------------------------------------------------------------------
@@ -458,7 +481,7 @@ class Coinbase(Dialect):
             for pid in products:
                 self._market(pid)
         self._pending[rid] = ("subscribe", channel, products)
-        own = ("orders",) if channel == "user" else ()
+        own = ("open_orders",) if channel == "user" else ()
         return Subscribe(rid, [], credential, own)
 
     def _unsubscribe(self, rid: int, channel: str, products: list[str] | None) -> Command:
@@ -502,7 +525,10 @@ class Coinbase(Dialect):
         elif channel == "heartbeats":
             held["heartbeats"] = None
         elif channel == "user":
-            self.user_channels.update(c.channel for c in event.channels)
+            for c in event.channels:
+                self.user_channels.add(c.channel)
+                if c.seq == 0:  # nothing published for this user yet: no open orders
+                    out.append(envelope("user", user_snapshot([])))
             for pid in products or ["user"]:
                 held[pid] = None
         else:  # status: the products now, as a snapshot (the registry does not change)

@@ -29,6 +29,7 @@ from tickwire.model.payloads import (
     BookData,
     CandleData,
     LevelRow,
+    OpenOrdersData,
     OrderData,
     OrderState,
     OrderType,
@@ -44,6 +45,9 @@ from tickwire.model.ticker import Rolling24h
 
 _encode = msgspec.json.Encoder().encode
 _decode_book = msgspec.json.Decoder(BookData).decode
+_decode_open = msgspec.json.Decoder(OpenOrdersData).decode
+#: Order states that keep an order open (in the ``user:<uid>:open_orders`` snapshot).
+OPEN_STATES = ("pending", "open")
 
 #: ``(channel, data, snapshot)`` ready for :meth:`Engine.publish`.
 Item = tuple[str, bytes, bytes | None]
@@ -88,6 +92,9 @@ class GatewaySettings:
     #: Milliseconds between ``ticker_batch:<market>`` publications (the latest ticker, when
     #: it changed); checked by :meth:`Gateway.tick`.
     ticker_batch_ms: int = 5_000
+    #: Most open orders kept per user for the ``user:<uid>:open_orders`` snapshot (the
+    #: oldest are left out beyond it).
+    open_orders_max: int = 10_000
     sentiment: SentimentSettings = field(default_factory=SentimentSettings)
 
 
@@ -228,6 +235,8 @@ class Gateway:
         self._states: dict[str, _MarketState] = {}
         self._sentiment: dict[str, SentimentTracker] = {}
         self._next_batch = 0
+        #: each user's open orders by id, for the ``user:<uid>:open_orders`` snapshot
+        self._open_orders: dict[str, dict[str, OrderData]] = {}
 
     # --- building operations (static validation) -----------------------------------------
 
@@ -603,6 +612,8 @@ class Gateway:
             for op in ops:
                 if isinstance(op, BookOp | TradeOp):
                     await self._load(self._state(op.market))
+                elif isinstance(op, OrderOp):
+                    await self._load_orders(op.user_id)
             if len(ops) > 1:
                 self._validate(ops)
             items: list[Item] = []
@@ -662,6 +673,31 @@ class Gateway:
             return  # a snapshot we cannot read: start from an empty book
         st.top = (st.book.best_bid(), st.book.best_ask())
 
+    async def _load_orders(self, user_id: str) -> None:
+        """Continue a user's open orders from the engine's snapshot the first time."""
+        if user_id in self._open_orders:
+            return
+        snap = await self.engine.snapshot(f"user:{user_id}:open_orders")
+        orders: dict[str, OrderData] = {}
+        if snap is not None:
+            try:
+                orders = {o.id: o for o in _decode_open(snap.data).orders}
+            except msgspec.DecodeError:
+                pass  # a snapshot we cannot read: start from none
+        self._open_orders[user_id] = orders
+
+    def _order_items(self, op: OrderOp) -> list[Item]:
+        uid, order = op.user_id, op.order
+        opened = self._open_orders.setdefault(uid, {})
+        opened.pop(order.id, None)
+        if order.state in OPEN_STATES:
+            opened[order.id] = order  # newest last
+            while len(opened) > self.settings.open_orders_max:
+                del opened[next(iter(opened))]
+        data = _encode(order)
+        snap = _encode(OpenOrdersData(sorted(opened.values(), key=lambda o: o.created_at)))
+        return [(f"user:{uid}:orders", data, None), (f"user:{uid}:open_orders", data, snap)]
+
     def _validate(self, ops: Sequence[Op]) -> None:
         """Dry-run a batch against the state: raises the first refusal, changes nothing."""
         applied: list[tuple[OrderBook, BookChange]] = []
@@ -716,7 +752,7 @@ class Gateway:
         if isinstance(op, TradeOp):
             return self._commit_trade(op)
         if isinstance(op, OrderOp):
-            return [(f"user:{op.user_id}:orders", _encode(op.order), None)]
+            return self._order_items(op)
         if isinstance(op, UserTradeOp):
             return [(f"user:{op.user_id}:trades", _encode(op.trade), None)]
         tracker = self._sentiment.get(op.ticker)

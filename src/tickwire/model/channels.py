@@ -2,7 +2,8 @@
 
 Examples: ``trades:BTC-USD``, ``book:BTC-USD``, ``ticker:BTC-USD``, ``candles:BTC-USD:1m``,
 ``ticker_batch:BTC-USD`` (the ticker at most every 5 s),
-``sentiment:AAPL``, ``user:42:orders``, ``user:42:trades``.
+``sentiment:AAPL``, ``user:42:orders``, ``user:42:trades``, ``user:42:open_orders`` (the
+order updates again, with the user's open orders as the snapshot).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ PUBLIC_KINDS: dict[str, bool] = {
     "sentiment": False,
 }
 #: Streams under ``user:<uid>:``.
-PRIVATE_KINDS: frozenset[str] = frozenset({"orders", "trades"})
+PRIVATE_KINDS: frozenset[str] = frozenset({"orders", "trades", "open_orders"})
+#: Private streams whose subscribers begin with a snapshot (of the user's open orders).
+PRIVATE_STATE_KINDS: frozenset[str] = frozenset({"open_orders"})
 #: Kinds whose subscribers begin with a snapshot of the current state.
 STATE_KINDS: frozenset[str] = frozenset({"book", "ticker", "ticker_batch", "candles"})
 #: Candle intervals and their length in seconds.
@@ -62,7 +65,9 @@ class Channel:
     @property
     def stateful(self) -> bool:
         """True when new subscribers start from a snapshot."""
-        return self.user_id is None and self.kind in STATE_KINDS
+        if self.user_id is None:
+            return self.kind in STATE_KINDS
+        return self.kind in PRIVATE_STATE_KINDS
 
 
 def parse_channel(name: object) -> Channel:

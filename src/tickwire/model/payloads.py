@@ -15,6 +15,7 @@ channel                      publication ``data``                snapshot ``data
 ``sentiment:<ticker>``       :data:`SentimentData`               (none)
 ``user:<uid>:orders``        :class:`OrderData`                  (none)
 ``user:<uid>:trades``        :class:`UserTradeData`              (none)
+``user:<uid>:open_orders``   :class:`OrderData`                  :class:`OpenOrdersData`
 ===========================  ==================================  ===========================
 """
 
@@ -107,6 +108,13 @@ class OrderData(msgspec.Struct, frozen=True):
     trades_count: int
     created_at: int
     updated_at: int
+
+
+class OpenOrdersData(msgspec.Struct, frozen=True):
+    """The snapshot of ``user:<uid>:open_orders``: the user's orders whose state is
+    ``pending`` or ``open``, oldest first (at most ``open_orders_max`` of them)."""
+
+    orders: list[OrderData]
 
 
 class UserTradeData(msgspec.Struct, frozen=True):
