@@ -113,6 +113,7 @@ TARGETS: dict[str, Server] = {
         Server("tickwire-eio4", "eio4", "tickwire", note="prophit dialect, Socket.IO"),
         Server("tickwire-opcode", "opcode", "tickwire", note="InstaMrkt opcodes, digest + logon"),
         Server("tickwire-ranger", "ranger", "tickwire", note="Peatio ranger dialect"),
+        Server("tickwire-coinbase", "coinbase", "tickwire", note="Coinbase dialect"),
         Server("raw-floor", "native", "python", "raw_floor.py", "frame once, one write/iter"),
         Server("websockets", "native", "python", "websockets_peer.py", "broadcast()"),
         Server("python-socketio", "eio4", "python", "socketio_peer.py", "aiohttp, rooms"),

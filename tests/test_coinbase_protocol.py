@@ -429,3 +429,28 @@ async def test_rest_products_list_the_registry_in_the_upstream_shape() -> None:
             assert resp.status == 404
             err = await resp.json()
         assert err["error"] == "NOT_FOUND" and "'DOGE-USD'" in err["message"]
+
+
+async def test_tickwire_bench_speaks_the_coinbase_dialect() -> None:
+    import asyncio
+
+    from tickwire.client.bench.config import BenchConfig, Target
+    from tickwire.client.bench.dialects import CoinbaseDialect
+    from tickwire.client.bench.runner import run_bench
+
+    d = CoinbaseDialect(["trades:BENCH", "book:BENCH"])
+    assert [json.loads(m)["channel"] for m in d.opening()] == ["market_trades", "level2"]
+    spec = "channel=trades:BENCH,rate=200,batch=1,size=150"
+    async with run_gateway(synthetic=spec) as gw:
+        config = BenchConfig(
+            target=Target("127.0.0.1", gw.port, "/ws/coinbase"),
+            dialect="coinbase",
+            channels=("trades:BENCH",),
+            connections=5,
+            workers=1,
+            warmup=0.2,
+            duration=0.5,
+        )
+        result: dict[str, Any] = await asyncio.to_thread(run_bench, config, display=False)
+    assert (result["ready"], result["failed"], result["errors"]) == (5, 0, {})
+    assert result["messages"] > 0 and result["latency"]["samples"] > 0  # "bt" passed through

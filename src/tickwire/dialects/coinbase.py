@@ -161,6 +161,15 @@ class _Order(msgspec.Struct):
     time_in_force: str
 
 
+#: Where a publication that is not of its channel's shape goes: (channel, event key).
+PASS_THROUGH = {
+    "trades": ("market_trades", "trades"),
+    "book": ("l2_data", "updates"),
+    "ticker": ("ticker", "tickers"),
+    "ticker_batch": ("ticker_batch", "tickers"),
+    "candles": ("candles", "candles"),
+    "open_orders": ("user", "orders"),
+}
 _EMPTY_POSITIONS: dict[str, list[Any]] = {
     "perpetual_futures_positions": [],
     "expiring_futures_positions": [],
@@ -238,7 +247,13 @@ class CoinbaseFormat:
         render = self._render.get(ch.kind)
         if render is None:  # pragma: no cover - the dialect subscribes to nothing else
             raise ValueError(f"coinbase: no rendering for channel {channel!r}")
-        return render(ch, data, kind, ts)
+        try:
+            return render(ch, data, kind, ts)
+        except (msgspec.DecodeError, KeyError):
+            # not the channel's data shape (a publisher of its own, the benchmark's
+            # synthetic feed): passed through as the event's one item, unchanged
+            name, key = PASS_THROUGH[ch.kind]
+            return envelope(name, [{"type": kind, key: [msgspec.Raw(data)]}])
 
     def pub(self, pub: Publication) -> bytes:
         return self._message(pub.channel, pub.data, "update", pub.ts)

@@ -16,7 +16,13 @@ from aiohttp import web
 from tickwire.dialects.coinbase import Coinbase
 from tickwire.engine.base import EngineError
 from tickwire.model.decimals import format_scaled, parse_scaled
-from tickwire.model.markets import Market, MarketRegistry
+from tickwire.model.markets import (
+    GENERIC_INCREMENTS,
+    Market,
+    MarketConfig,
+    MarketRegistry,
+    make_market,
+)
 from tickwire.model.payloads import TickerData
 from tickwire.server.config import Config
 from tickwire.server.node import Node
@@ -110,7 +116,15 @@ def add_product_routes(app: web.Application, node: Node, markets: MarketRegistry
 def install_coinbase(
     app: web.Application, config: Config, node: Node, markets: MarketRegistry
 ) -> None:
-    """Mount the Coinbase feed on ``config.coinbase_paths`` and add the product routes."""
+    """Mount the Coinbase feed on ``config.coinbase_paths`` and add the product routes.
+    The benchmark publisher's symbols (``--synthetic``) are products too."""
+    extra = [
+        make_market(MarketConfig(sym, sym, "USD", *GENERIC_INCREMENTS))
+        for sym in sorted(node.markets)
+        if sym not in markets and markets.by_alias("coinbase", sym) is None
+    ]
+    if extra:
+        markets = MarketRegistry([*markets.markets, *extra], markets.sentiment_tickers)
     dialect = Coinbase.configure(markets, config.coinbase_max_product_ids)
     mount(app, node, dialect, config.coinbase_paths, compression=config.coinbase_compression)
     add_product_routes(app, node, markets)

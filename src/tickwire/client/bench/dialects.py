@@ -185,10 +185,44 @@ class RangerDialect(BenchDialect):
         return _NOTHING
 
 
+class CoinbaseDialect(BenchDialect):
+    """Coinbase Advanced Trade: one ``subscribe`` per channel (``trades:X`` is
+    ``market_trades`` of product ``X``, ``book:X`` is ``level2``); ready once every
+    ``subscriptions`` message has come back."""
+
+    name = "coinbase"
+    default_path = "/ws/coinbase"
+    KINDS = {"trades": "market_trades", "book": "level2", "ticker": "ticker"}
+
+    def __init__(self, channels: list[str]) -> None:
+        super().__init__(channels)
+        self.waiting = len(channels)
+
+    def opening(self) -> list[bytes]:
+        out = []
+        for ch in self.channels:
+            kind, _, product = ch.partition(":")
+            channel = self.KINDS.get(kind, kind)
+            msg = {"type": "subscribe", "channel": channel, "product_ids": [product]}
+            out.append(msgspec.json.encode(msg))
+        return out
+
+    def on_message(self, payload: bytes, ready: bool) -> Step:
+        if ready:
+            return _NOTHING
+        if b'"channel":"subscriptions"' in payload:
+            self.waiting -= 1
+            return Step([], ready=self.waiting <= 0)
+        if payload.startswith(b'{"type":"error"'):
+            return Step([], error=payload.decode(errors="replace")[:200])
+        return _NOTHING
+
+
 #: Dialects by ``--dialect`` name.
 DIALECTS: dict[str, type[BenchDialect]] = {
     NativeDialect.name: NativeDialect,
     EngineIO4Dialect.name: EngineIO4Dialect,
     OpcodeDialect.name: OpcodeDialect,
     RangerDialect.name: RangerDialect,
+    CoinbaseDialect.name: CoinbaseDialect,
 }
