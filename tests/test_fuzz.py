@@ -3,7 +3,7 @@
 Each asserts: no exception but the parser's documented one escapes, every refusal carries
 a documented code, and a valid message is still accepted after any invalid ones. Bounded
 in ``make test``; ``TICKWIRE_DEEP=1`` runs many more examples (profile in conftest.py).
-New dialects add their parser here as they land.
+New dialects add their parser here as they land (Coinbase: below the native one).
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from hypothesis import strategies as st
 
 from tickwire.auth import AuthError, codes
 from tickwire.auth.digest import check_digest_params
-from tickwire.dialects import native
+from tickwire.dialects import coinbase, native
+from tickwire.dialects.base import Handshake, Subscribe
 from tickwire.dialects.errors import ERROR_CODES, ProtocolError
 from tickwire.engine import MemoryEngine
 from tickwire.ingest.gateway import Gateway, IngestError
 from tickwire.ingest.schemas import decode_batch, to_ops
 from tickwire.model import boundedjson
+from tickwire.model.markets import default_registry
 from tickwire.server.auth_routes import basic_user, parse_login_body
 from tickwire.server.data_routes import STATUS
 from tickwire.server.logredact import CREDENTIAL_PARAMS, redact_credentials
@@ -137,6 +139,44 @@ def test_native_connection_survives_any_invalid_frames(frames: list[str]) -> Non
             await c.close()
 
     asyncio.run(run())
+
+
+# -- the Coinbase parser -------------------------------------------------------------------
+
+CB_CHANNEL = st.one_of(st.sampled_from([*coinbase.CHANNELS, "level3", ""]), json_value)
+coinbase_message = st.fixed_dictionaries(
+    {"type": st.one_of(st.sampled_from(["subscribe", "unsubscribe", "x"]), json_value)},
+    optional={
+        "channel": CB_CHANNEL,
+        "product_ids": st.one_of(
+            st.lists(st.sampled_from(["BTC-USD", "ETH-USD", "DOGE-USD", ""]), max_size=4),
+            json_value,
+        ),
+        "jwt": st.one_of(st.text(max_size=40), json_value),
+    },
+)
+coinbase_frame = st.one_of(
+    coinbase_message.map(json.dumps),
+    json_value.map(json.dumps),
+    st.text(max_size=200),
+    st.integers(1, 200).map(lambda d: "[" * d + "]" * d),
+)
+COINBASE = coinbase.Coinbase.configure(default_registry())
+
+
+@given(st.lists(coinbase_frame, max_size=8))
+def test_coinbase_parser_refuses_with_documented_codes_and_still_parses_a_valid_frame(
+    frames: list[str],
+) -> None:
+    dialect = COINBASE(Handshake("/ws/coinbase"))
+    for frame in frames:
+        try:
+            dialect.parse(frame)
+        except ProtocolError as exc:
+            assert exc.code in ERROR_CODES, exc.code
+            assert exc.message
+    [cmd] = dialect.parse('{"type": "subscribe", "channel": "level2", "product_ids": ["BTC-USD"]}')
+    assert isinstance(cmd, Subscribe) and [c.name for c, _ in cmd.items] == ["book:BTC-USD"]
 
 
 # -- the publish API's schemas -------------------------------------------------------------

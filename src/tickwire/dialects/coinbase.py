@@ -31,6 +31,7 @@ from tickwire.dialects.base import (
 )
 from tickwire.dialects.errors import ProtocolError
 from tickwire.hub import Numbered
+from tickwire.model import boundedjson
 from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.markets import Market, MarketRegistry
 from tickwire.model.payloads import (
@@ -59,11 +60,12 @@ UNSUPPORTED = ("futures_balance_summary",)
 CANDLE_INTERVAL = "5m"
 MAX_TOKEN_LENGTH = 8192
 MAX_PRODUCT_ID_LENGTH = 64
+#: Largest frame :meth:`Coinbase.parse` decodes (the core refuses larger ones first).
+MAX_FRAME_BYTES = 1 << 20
 #: What each connection puts before a message's shared rest.
 SEQUENCE_TEMPLATE = b'{"sequence_num":%d,'
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.decode
 
 
 # -- time formats ------------------------------------------------------------------------
@@ -414,9 +416,10 @@ class Coinbase(Dialect):
 
     def parse(self, frame: str) -> list[Command]:
         try:
-            msg = _decode(frame)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError("bad_json", f"message is not valid JSON: {exc}") from None
+            msg = boundedjson.decode(frame, max_bytes=MAX_FRAME_BYTES)
+        except boundedjson.JSONLimitError as exc:
+            code = "frame_too_large" if exc.reason == "too_large" else "bad_json"
+            raise ProtocolError(code, f"message is {exc.message}") from None
         if not isinstance(msg, dict):
             raise ProtocolError("bad_request", "message must be a JSON object")
         typ = msg.get("type")
