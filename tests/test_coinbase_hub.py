@@ -133,3 +133,23 @@ async def test_reset_closes_trade_subscribers_and_resnapshots_the_book() -> None
     assert [m["events"][0]["type"] for m in msgs] == ["snapshot", "snapshot"]
     assert [m["sequence_num"] for m in msgs] == [0, 1]
     assert not book.closed
+
+
+async def test_subscribers_at_the_same_number_share_one_write_buffer() -> None:
+    engine, hub = await setup()
+    ts = [MemoryTransport() for _ in range(3)]
+    conns = [hub.connect(t, FMT, 1 << 20) for t in ts]
+    for conn in conns:
+        await live(hub, conn, "trades:BTC-USD")
+    hub.send(conns[2], Numbered(b'"channel":"x","events":[]}', b'{"sequence_num":%d,'))
+    await next_iteration()
+    for t in ts:
+        t.writes.clear()
+    for _ in range(4):
+        engine.publish_now("trades:BTC-USD", TRADE)
+    await next_iteration()
+    [a], [b], [c] = (t.writes for t in ts)
+    assert a is b  # the same numbers: one join for both
+    assert a != c and [m["sequence_num"] for m in ts[2].messages()] == [1, 2, 3, 4]
+    assert [m["sequence_num"] for m in ts[0].messages()] == [0, 1, 2, 3]
+    assert hub.joined == {}  # kept for one flush only

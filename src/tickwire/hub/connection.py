@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from tickwire.hub.frames import NumberedFrame, close_frame
 
+#: A queue's bytes, numbered, and the number after them.
+Joined = tuple[bytes, int]
+
 if TYPE_CHECKING:
     from tickwire.hub.hub import Hub
     from tickwire.hub.wire import WireFormat
@@ -58,6 +61,7 @@ class Connection:
         "fmt",
         "hub",
         "number",
+        "numbered",
         "on_close",
         "queue",
         "queued",
@@ -86,6 +90,8 @@ class Connection:
         self.on_close = on_close
         #: the next number of a :class:`~tickwire.hub.frames.Numbered` message
         self.number = 0
+        #: the queue holds numbered frames (numbered as it is written, in order)
+        self.numbered = False
 
     def push(self, frame: bytes) -> None:
         """Queue one frame; it is written with the others at the end of this iteration.
@@ -93,10 +99,7 @@ class Connection:
         if self.closed:
             return
         if frame.__class__ is NumberedFrame:
-            head = frame.head(self.number)  # type: ignore[attr-defined]
-            self.number += 1
-            self.queue.append(head)
-            self.queued += len(head)
+            self.numbered = True
         self.queue.append(frame)
         self.queued += len(frame)
         if self.queued + self.backlog > self.cap:
@@ -113,7 +116,10 @@ class Connection:
         if self.closed or not queue:
             queue.clear()
             return 0
-        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        if self.numbered:
+            data = self._numbered(queue, self.hub.joined)
+        else:
+            data = queue[0] if len(queue) == 1 else b"".join(queue)
         queue.clear()
         self.queued = 0
         transport = self.transport
@@ -124,6 +130,26 @@ class Connection:
         self.backlog = transport.get_write_buffer_size()
         return len(data)
 
+    def _numbered(self, queue: list[bytes], joined: dict[tuple[object, ...], Joined]) -> bytes:
+        """The queue's bytes with this connection's numbers put in front of its numbered
+        frames, in order. In a fan-out every subscriber has the same frames queued and
+        mostly stands at the same number: ``joined`` (the hub's, for one flush) keeps the
+        result by (number, frames), so they share one join."""
+        self.numbered = False
+        n = self.number
+        key = (n, *queue)
+        done = joined.get(key)
+        if done is None:
+            parts: list[bytes] = []
+            for frame in queue:
+                if frame.__class__ is NumberedFrame:
+                    parts.append(frame.head(n))  # type: ignore[attr-defined]
+                    n += 1
+                parts.append(frame)
+            done = joined[key] = (b"".join(parts), n)
+        self.number = done[1]
+        return done[0]
+
     def close(self, code: int, reason: str | None = None, *, drop: bool = False) -> None:
         """Send what is queued (unless ``drop``), then a close frame, and close.
 
@@ -133,7 +159,12 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        pending = b"" if drop else b"".join(self.queue)
+        if drop or not self.queue:
+            pending = b""
+        elif self.numbered:
+            pending = self._numbered(self.queue, {})
+        else:
+            pending = b"".join(self.queue)
         self.queue.clear()
         self.queued = 0
         reason = CLOSE_REASONS.get(code, "") if reason is None else reason

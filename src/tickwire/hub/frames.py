@@ -34,22 +34,32 @@ class NumberedFrame(bytes):
 
     template: bytes
     compressed: bool
+    #: ``head(n)`` by ``n``: connections that stand at the same number share one
+    heads: dict[int, bytes]
 
     def __new__(cls, rest: bytes, template: bytes, compressed: bool) -> NumberedFrame:
         obj = super().__new__(cls, rest)
         obj.template = template
         obj.compressed = compressed
+        obj.heads = {}
         return obj
 
     def head(self, n: int) -> bytes:
         """The frame header and message start of the frame numbered ``n``; the frame is
         ``head(n) + self``. Compressed, the number travels as a deflate stored block ahead
-        of the shared compressed rest (a valid stream: the rest refers to nothing before)."""
+        of the shared compressed rest (a valid stream: the rest refers to nothing before).
+        Built once per ``n`` (most subscribers of a channel stand at the same few)."""
+        head = self.heads.get(n)
+        if head is not None:
+            return head
         start = self.template % n
         if self.compressed:
             k = len(start)
             start = b"\x00" + struct.pack("<HH", k, k ^ 0xFFFF) + start
-        return frame_header(len(start) + len(self), self.compressed) + start
+        head = frame_header(len(start) + len(self), self.compressed) + start
+        if len(self.heads) < 64:  # bounded: a frame lives for one delivery
+            self.heads[n] = head
+        return head
 
 
 def frame_header(n: int, compressed: bool = False) -> bytes:

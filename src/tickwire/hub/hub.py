@@ -104,6 +104,8 @@ class Hub:
         self.connections: set[Connection] = set()
         self._channels: dict[str, _ChannelState] = {}
         self._dirty: list[Connection] = []
+        #: numbered queues already joined in this flush (see Connection._numbered)
+        self.joined: dict[tuple[object, ...], tuple[bytes, int]] = {}
         self._flush_scheduled = False
         self._membership = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -169,6 +171,8 @@ class Hub:
                 writes += 1
         self.stats.bytes_out += written
         self.stats.writes += writes
+        if self.joined:
+            self.joined.clear()
 
     def send(self, conn: Connection, payload: bytes) -> None:
         """Queue one dialect message (a reply, an error) for one connection."""

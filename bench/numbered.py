@@ -1,0 +1,115 @@
+"""The hub's fan-out cost per delivery, native frames vs Coinbase's numbered frames, in
+one process (no sockets: a transport that only counts bytes), interleaved in one run.
+
+Every Coinbase message carries the connection's own ``sequence_num``: the format encodes
+each publication once (the message after its number) and each connection queues its
+header and number in front. This measures what that costs per delivery against native's
+one shared frame, and profiles the Coinbase run (``--profile``).
+
+    .venv/bin/python -m bench.numbered [--connections 1000] [--messages 2000] [--batch 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import time
+
+from tickwire.dialects.coinbase import Coinbase
+from tickwire.dialects.native import NATIVE
+from tickwire.engine import HistorySettings, MemoryEngine
+from tickwire.hub import Hub, WireFormat
+from tickwire.hub.wire import deflated
+from tickwire.model.markets import default_registry
+
+TRADE = b'{"id":7,"price":"65000.00","size":"0.10000000","side":"buy","ts":1700000000000}'
+
+
+class NullTransport:
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self.bytes += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def run(fmt: WireFormat, connections: int, messages: int, batch: int) -> tuple[float, int]:
+    """CPU seconds to deliver ``messages`` to ``connections``, and bytes written."""
+    engine = MemoryEngine(HistorySettings(size=100, ttl=60))
+    hub = Hub(engine)
+    await engine.start(hub)
+    transports = [NullTransport() for _ in range(connections)]
+    for t in transports:
+        conn = hub.connect(t, fmt, 1 << 30)
+        hub.go_live(conn, await hub.subscribe(conn, "trades:BTC-USD", False, None))
+    loop = asyncio.get_running_loop()
+    start = time.process_time()
+    for _ in range(messages // batch):
+        for _ in range(batch):
+            engine.publish_now("trades:BTC-USD", TRADE)
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, None)  # after the hub's flush of this iteration
+        await fut
+    spent = time.process_time() - start
+    await hub.close()
+    return spent, sum(t.bytes for t in transports)
+
+
+async def main(connections: int, messages: int, batch: int, rounds: int, profile: bool) -> None:
+    coinbase = Coinbase.configure(default_registry()).fmt
+    formats: dict[str, WireFormat] = {
+        "native": NATIVE,
+        "coinbase": coinbase,
+        "native+deflate": deflated(NATIVE, 15),
+        "coinbase+deflate": deflated(coinbase, 15),
+    }
+    best: dict[str, tuple[float, int]] = {}
+    for _ in range(rounds):  # interleaved: a disturbance hits every format alike
+        for name, fmt in formats.items():
+            spent, nbytes = await run(fmt, connections, messages, batch)
+            if name not in best or spent < best[name][0]:
+                best[name] = (spent, nbytes)
+    deliveries = connections * (messages // batch) * batch
+    print(f"{connections} connections, {deliveries:,} deliveries, {batch} per loop iteration")
+    print("| format | deliveries/s (CPU) | µs per delivery | bytes per delivery | vs native |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (spent, nbytes) in best.items():
+        ref = best[name.replace("coinbase", "native")][0]
+        print(
+            f"| {name} | {deliveries / spent:,.0f} | {1e6 * spent / deliveries:.3f} | "
+            f"{nbytes / deliveries:.0f} | {ref / spent:.0%} |"
+        )
+    if profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        await run(coinbase, connections, messages, batch)
+        prof.disable()
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(8)
+        print(out.getvalue())
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--connections", type=int, default=1000)
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--profile", action="store_true")
+    a = ap.parse_args()
+    asyncio.run(main(a.connections, a.messages, a.batch, a.rounds, a.profile))
