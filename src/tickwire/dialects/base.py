@@ -282,8 +282,13 @@ class Dialect:
 
     def tick(self) -> list[bytes]:
         """Messages to send now, every :attr:`tick_interval` seconds while the connection
-        is open (per-connection heartbeats)."""
+        is open and :meth:`ticking` (per-connection heartbeats)."""
         return []
+
+    def ticking(self) -> bool:
+        """Whether :meth:`tick` has anything to send (checked after every frame and tick:
+        no timer runs for a connection that needs none)."""
+        return True
 
     @classmethod
     def heartbeat(cls, ts: int) -> bytes | None:

@@ -579,6 +579,9 @@ class Coinbase(Dialect):
             self._pending.pop(error.request_id, None)
         return render_error(error)
 
+    def ticking(self) -> bool:
+        return "heartbeats" in self.subs
+
     def tick(self) -> list[bytes]:
         """The heartbeat, every second, while ``heartbeats`` is subscribed."""
         if "heartbeats" not in self.subs:

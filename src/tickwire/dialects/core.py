@@ -178,8 +178,7 @@ class ConnectionCore:
         within = self.dialect.subscribe_within
         if within is not None:
             self._deadline = self.services.call_later(within, self._no_subscription)
-        if self.dialect.tick_interval is not None:
-            self._ticker = self.services.call_later(self.dialect.tick_interval, self._tick)
+        self._arm_tick()
         for cmd in self.dialect.opening():
             if not await self._run(cmd):
                 break
@@ -269,6 +268,7 @@ class ConnectionCore:
                 return
         if ok:
             self.errors_in_a_row = 0
+        self._arm_tick()
 
     async def _run(self, cmd: Command) -> bool:
         """Execute one command; False when it failed (the client was told)."""
@@ -463,18 +463,25 @@ class ConnectionCore:
         removed = tuple(name for name in names if self.hub.unsubscribe(self.conn, name))
         self.emit(Unsubscribed(cmd.id, removed, tuple(sorted(self.conn.channels))))
 
-    def _tick(self) -> None:
+    def _arm_tick(self) -> None:
+        """Start the periodic timer when the dialect has something to send."""
         interval = self.dialect.tick_interval
-        if self.closed or interval is None:
+        if interval is not None and self._ticker is None and not self.closed:
+            if self.dialect.ticking():
+                self._ticker = self.services.call_later(interval, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        if self.closed:
             return
-        self._ticker = self.services.call_later(interval, self._tick)
         try:
             payloads = self.dialect.tick()
         except Exception:
             log.exception("%s: a periodic message failed", self.dialect.name)
-            return
+            payloads = []
         for payload in payloads:
             self.send(payload)
+        self._arm_tick()
 
     def _no_subscription(self) -> None:
         self._deadline = None
