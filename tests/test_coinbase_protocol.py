@@ -454,3 +454,23 @@ async def test_tickwire_bench_speaks_the_coinbase_dialect() -> None:
         result: dict[str, Any] = await asyncio.to_thread(run_bench, config, display=False)
     assert (result["ready"], result["failed"], result["errors"]) == (5, 0, {})
     assert result["messages"] > 0 and result["latency"]["samples"] > 0  # "bt" passed through
+
+
+async def test_permessage_deflate_is_accepted_and_frames_stay_numbered() -> None:
+    import zlib
+
+    from .wsraw import RawClient
+
+    async with feed_gateway() as (gw, _):
+        raw = await RawClient.connect(gw.port, "/ws/coinbase", extensions="permessage-deflate")
+        assert "permessage-deflate" in raw.response_headers
+        raw.send({"type": "subscribe", "channel": "market_trades", "product_ids": ["BTC-USD"]})
+        _, reply, reply_compressed = await raw.read_frame_bits()
+        assert not reply_compressed and json.loads(reply)["sequence_num"] == 0
+        await gw.runner.app[GATEWAY_KEY].publish_trade("BTC-USD", "101", "0.5", "sell")
+        _, payload, compressed = await raw.read_frame_bits()
+        assert compressed  # the shared compressed rest behind this connection's number
+        msg = json.loads(zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff"))
+        assert (msg["sequence_num"], msg["channel"]) == (1, "market_trades")
+        assert msg["events"][0]["trades"][0]["side"] == "BUY"
+        raw.writer.close()

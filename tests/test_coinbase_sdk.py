@@ -268,6 +268,8 @@ def test_sdk_without_keys_streams_the_public_channels(server: Server) -> None:
         rec.wait("heartbeats", rec.seen("heartbeats"))
         products = {e["product_id"] for m in rec.by_channel["l2_data"] for e in m["events"]}
         assert products == {"BTC-USD", "ETH-USD"}
+        # the SDK offered permessage-deflate and the feed took it (frames parsed above)
+        assert [e.name for e in ws.websocket.extensions] == ["permessage-deflate"]
         assert rec.errors == []
     finally:
         ws.close()
