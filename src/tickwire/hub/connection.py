@@ -95,7 +95,8 @@ class Connection:
 
     def push(self, frame: bytes) -> None:
         """Queue one frame; it is written with the others at the end of this iteration.
-        A :class:`~tickwire.hub.frames.NumberedFrame` gets this connection's next number."""
+        A :class:`~tickwire.hub.frames.NumberedFrame` gets this connection's next number
+        when the queue is written (:meth:`flush`), in queue order."""
         if self.closed:
             return
         if frame.__class__ is NumberedFrame:
