@@ -194,8 +194,8 @@ class CoinbaseDialect(BenchDialect):
     default_path = "/ws/coinbase"
     KINDS = {"trades": "market_trades", "book": "level2", "ticker": "ticker"}
 
-    def __init__(self, channels: list[str]) -> None:
-        super().__init__(channels)
+    def __init__(self, channels: list[str], credentials: tuple[str, str] | None = None) -> None:
+        super().__init__(channels, credentials)
         self.waiting = len(channels)
 
     def opening(self) -> list[bytes]:
