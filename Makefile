@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit tools bench clean install browser jsclients dashboard-screenshot
+.PHONY: demo test lint typecheck layers unit tools bench clean install browser jsclients dashboard-screenshot
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+
+# The layer order of the packages ([tool.importlinter] in pyproject.toml): imports point down.
+layers: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 unit: $(STAMP) browser jsclients tools
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -47,7 +51,7 @@ dashboard-screenshot: $(STAMP) browser
 tools:
 	@bash tests/ensure_tools.sh
 
-test: lint typecheck unit
+test: lint typecheck layers unit
 
 # The benchmark scenarios with their peers (docs/benchmarks.md), e.g.
 # make bench BENCH_ARGS="fanout --targets tickwire,raw-floor". `tickwire bench` alone is
