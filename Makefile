@@ -24,6 +24,8 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+	cd bench/peers && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml \
+		--cache-dir ../../.mypy_cache/peers --explicit-package-bases *.py
 
 # The layer order of the packages ([tool.importlinter] in pyproject.toml): imports point down.
 layers: $(STAMP)

@@ -245,7 +245,7 @@ def foreign_pct(result: dict[str, Any]) -> float | None:
     )
     if busy is None or cpu is None or irq is None:
         return None
-    return max(0.0, round(busy - cpu - irq, 1))
+    return max(0.0, round(float(busy) - float(cpu) - float(irq), 1))
 
 
 def measure(

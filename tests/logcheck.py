@@ -129,7 +129,7 @@ def start() -> None:
     keys._generate_key_pair = _returns(keys._generate_key_pair, lambda pair: pair[1])
     digest.digest = _returns(digest.digest)
     digest.derive_session_key = _returns(digest.derive_session_key)
-    authenticator.derive_session_key = digest.derive_session_key
+    authenticator.derive_session_key = digest.derive_session_key  # type: ignore[attr-defined]
     authenticator.Authenticator.login = _async_returns(  # type: ignore[method-assign]
         authenticator.Authenticator.login, lambda result: result.session_key
     )

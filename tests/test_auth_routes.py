@@ -293,7 +293,8 @@ async def test_identity_provider_token_reads_its_users_private_channel() -> None
         _,
     ):
         now = int(time.time())
-        claims = {"uid": "ID873B710D88", "role": "member", "sub": "session", "iss": "barong"}
+        claims: dict[str, Any] = {"uid": "ID873B710D88", "role": "member", "sub": "session"}
+        claims["iss"] = "barong"
         claims |= {"aud": ["peatio", "barong"], "iat": now, "exp": now + 3600, "jti": "j1"}
         token = jwt.encode(claims, rsa_key, algorithm="RS256")
         c = await gw.connect(f"?token={token}")

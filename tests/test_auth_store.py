@@ -138,7 +138,9 @@ async def test_supplied_public_key_is_validated(store: KeyStore) -> None:
     assert made.secret is None and made.record.public_key == pem.decode()
     wrong_curve = ec.generate_private_key(ec.SECP384R1()).public_key()
     rsa_pub = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
-    for bad_kind, bad in [(KeyKind.EC, wrong_curve), (KeyKind.ED25519, rsa_pub)]:
+    bad_keys: list[tuple[KeyKind, ec.EllipticCurvePublicKey | rsa.RSAPublicKey]]
+    bad_keys = [(KeyKind.EC, wrong_curve), (KeyKind.ED25519, rsa_pub)]
+    for bad_kind, bad in bad_keys:
         text = bad.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()

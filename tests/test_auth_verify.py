@@ -85,6 +85,7 @@ async def test_gateway_token_carries_only_what_authorization_needs(
     assert set(claims) == {"sub", "iat", "exp", "jti", "entitlements"}
     assert claims["sub"] == "alice"
     assert claims["exp"] - claims["iat"] == 5 * 3600
+    assert made.record.secret_hash is not None
     assert made.secret not in token and made.record.secret_hash not in json.dumps(claims)
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     p = await auth.verify_gateway_token(token)
@@ -467,14 +468,15 @@ async def test_barong_rs256_with_base64_public_key(
     )
     await expect(codes.BAD_SIGNATURE, a.verify_bearer(tamper(token, uid="ID000000001")))
     # issuer, audience, times
-    for changes, code in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"iss": "evil"}, codes.INVALID_CLAIMS),
         ({"aud": ["other"]}, codes.INVALID_CLAIMS),
         ({"exp": int(clock.t) - 10}, codes.TOKEN_EXPIRED),
         ({"nbf": int(clock.t) + 60}, codes.TOKEN_NOT_YET_VALID),
         ({"exp": None}, codes.INVALID_CLAIMS),
         ({"uid": None, "sub": "has space"}, codes.INVALID_CLAIMS),
-    ]:
+    ]
+    for changes, code in cases:
         claims = {k: v for k, v in barong_claims(clock.t, **changes).items() if v is not None}
         await expect(code, a.verify_bearer(jwt.encode(claims, rsa_key, algorithm="RS256")))
     # uid absent: sub is the user

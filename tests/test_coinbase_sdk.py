@@ -194,7 +194,7 @@ class Recorder:
 
 def http_book(server: Server) -> Book:
     view = server.get("/api/v1/book/BTC-USD?depth=1000")
-    return tuple(map(tuple, view["bids"])), tuple(map(tuple, view["asks"]))  # type: ignore[return-value]
+    return tuple(map(tuple, view["bids"])), tuple(map(tuple, view["asks"]))
 
 
 def assert_book_matches(rec: Recorder, server: Server, connection: int) -> None:

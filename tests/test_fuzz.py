@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tickwire.auth import AuthError, codes
 from tickwire.auth.digest import check_digest_params
 from tickwire.dialects import coinbase, native
-from tickwire.dialects.base import Handshake, Subscribe
+from tickwire.dialects.base import Command, Handshake, Ping, Subscribe
 from tickwire.dialects.errors import ERROR_CODES, ProtocolError
 from tickwire.engine import MemoryEngine
 from tickwire.ingest.gateway import Gateway, IngestError
@@ -89,7 +89,7 @@ native_frame = st.one_of(
 )
 
 
-def parse_or_refuse(frame: str) -> native.Command | None:
+def parse_or_refuse(frame: str) -> Command | None:
     try:
         return native.parse(frame)
     except ProtocolError as exc:
@@ -104,7 +104,7 @@ def test_native_parser_refuses_with_documented_codes_and_still_parses_a_valid_fr
 ) -> None:
     for frame in frames:
         parse_or_refuse(frame)
-    assert isinstance(native.parse('{"id": 1, "op": "ping"}'), native.Ping)
+    assert isinstance(native.parse('{"id": 1, "op": "ping"}'), Ping)
 
 
 @given(st.binary(max_size=300))

@@ -37,7 +37,7 @@ def unmasked_frame(payload: bytes, opcode: int = 0x1) -> bytes:
 
 async def read_until_close(c: RawClient) -> tuple[list[bytes], int]:
     """Text frames received before the close frame, and the close code."""
-    texts = []
+    texts: list[bytes] = []
     async with asyncio.timeout(5):
         while True:
             opcode, payload = await c.read_frame()

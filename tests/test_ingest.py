@@ -10,10 +10,10 @@ import pytest
 
 from tests.conftest import Recorder
 from tickwire.engine import Engine, MemoryEngine
-from tickwire.ingest.gateway import Gateway, GatewaySettings, IngestError
+from tickwire.ingest.gateway import Gateway, GatewaySettings, IngestError, Op
 from tickwire.model.book import OrderBook
 from tickwire.model.payloads import BookData, CandleData, OrderData, TickerData, TradeData
-from tickwire.model.publication import Publication
+from tickwire.model.publication import Publication, Snapshot
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000  # a UTC midnight
 
@@ -39,7 +39,7 @@ async def published(engine: MemoryEngine, channel: str) -> list[Publication]:
     return res.publications
 
 
-def data(pub: Publication, type_: type[Any]) -> Any:
+def data(pub: Publication | Snapshot, type_: type[Any]) -> Any:
     return msgspec.json.decode(pub.data, type=type_)
 
 
@@ -187,7 +187,7 @@ async def test_batch_is_all_or_nothing() -> None:
     gw, engine, _ = await make()
     await gw.apply_book("BTC-USD", [["100", "1"]], [["102", "1"]])
     before = await gw.book_view("BTC-USD", 10)
-    ops = [
+    ops: list[Op] = [
         gw.book_op("BTC-USD", [["101", "1"]], []),
         gw.trade_op("BTC-USD", "101", "1", "sell", ts=T0),
         gw.book_op("BTC-USD", [], [["101", "5"]]),  # locks the book after the first op
@@ -291,12 +291,13 @@ async def test_private_orders_and_trades() -> None:
     assert pub.channel == "user:42:trades"
     assert msgspec.json.decode(pub.data)["total"] == "50.2500000000"
     assert [p.channel for p in rec.pubs] == ["user:42:orders", "user:42:trades"]
-    for kwargs, code, field in [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"price": None}, "missing_field", "price"),
         ({"filled": "3"}, "bad_size", "filled"),
         ({"state": "done"}, "bad_value", "state"),
         ({"market": "X-Y"}, "unknown_market", "market"),
-    ]:
+    ]
+    for kwargs, code, field in cases:
         args: dict[str, Any] = {
             "id": "o-2",
             "market": "BTC-USD",

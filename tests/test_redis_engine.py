@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tickwire.engine import EngineError, EngineUnavailable, HistorySettings
+from tickwire.engine import EngineError, EngineUnavailable, HistoryResult, HistorySettings
 from tickwire.engine.redis import RedisEngine, parse_engine_url, redact
 from tickwire.model import Position, Publication
 
@@ -81,8 +81,10 @@ async def test_keys_are_prefixed_hash_tagged_and_expire(
     assert 0 < await r.pttl(stream) <= 60_000
     assert 60_000 < await r.pttl(meta) <= a.meta_ttl * 1000
     entries = await r.xrange(stream)
+    assert entries is not None
     assert [e[0] for e in entries] == [b"1-0"]
-    assert entries[0][1] == {b"t": entries[0][1][b"t"], b"d": body(1)}
+    fields = entries[0][1]
+    assert fields is not None and fields == {b"t": fields[b"t"], b"d": body(1)}
     assert await r.hget(meta, "nd") == b'{"s":1}'
 
 
@@ -439,7 +441,9 @@ async def test_nodes_racing_to_create_an_epoch_agree(
     calls += [(a if i % 2 else b).publish(c, body(i), snapshot=body(i)) for i in range(6)]
     results = await asyncio.gather(*calls)
     epochs = {r.epoch for r in results if isinstance(r, (Position, Publication))}
-    epochs.add(results[2].position.epoch)
+    history = results[2]
+    assert isinstance(history, HistoryResult)
+    epochs.add(history.position.epoch)
     assert len(epochs) == 1
 
 
@@ -477,7 +481,8 @@ async def test_a_seq_gone_back_replaces_the_stream_instead_of_failing(
     await a._redis.hset(a.key(c, "m"), "s", 5)  # as after a failover to a lagging replica
     pub = await a.publish(c, body(99))
     assert pub.position == Position(pubs[0].epoch, 6)
-    assert [e[0] for e in await a._redis.xrange(a.key(c, "h"))] == [b"6-0"]
+    entries = await a._redis.xrange(a.key(c, "h"))
+    assert entries is not None and [e[0] for e in entries] == [b"6-0"]
     res = await a.history(c, pubs[4].position)
     assert res.recovered and [bytes(p.data) for p in res.publications] == [body(99)]
     assert not (await a.history(c, pubs[3].position)).recovered

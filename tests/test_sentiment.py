@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import pytest
@@ -146,7 +148,7 @@ def close(a: object, b: object) -> bool:
 
 
 def assert_same(got: list[dict[str, object]], want: list[dict[str, object]]) -> None:
-    key = lambda d: (d["type"], d["ts"])  # noqa: E731
+    key: Callable[[dict[str, object]], Any] = lambda d: (d["type"], d["ts"])  # noqa: E731
     got_sorted, want_sorted = sorted(got, key=key), sorted(want, key=key)
     assert [key(d) for d in got_sorted] == [key(d) for d in want_sorted]
     for g, w in zip(got_sorted, want_sorted, strict=True):

@@ -28,7 +28,7 @@ async def test_sigterm_drains_clients_then_exits() -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = []
+        lines: list[str] = []
         async with asyncio.timeout(20):
             while not any("metrics" in line for line in lines):
                 lines.append((await proc.stdout.readline()).decode())

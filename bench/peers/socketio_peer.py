@@ -19,12 +19,14 @@ sio = socketio.AsyncServer(async_mode="aiohttp", transports=["websocket"], cors_
 seqs: dict[str, int] = {}
 
 
-@sio.on("subscribe")  # type: ignore[misc]
 async def subscribe(sid: str, msg: Any) -> dict[str, Any]:
     names = [c if isinstance(c, str) else c["channel"] for c in (msg or {}).get("channels", [])]
     for name in names:
         await sio.enter_room(sid, name)
     return {"channels": names}
+
+
+sio.on("subscribe", handler=subscribe)
 
 
 async def publish(channel: str, data: str) -> None:

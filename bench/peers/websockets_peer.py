@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from typing import Any
 
 from synthetic_spec import Sequencer, install_uvloop, raise_nofile, start
 from websockets.asyncio.server import ServerConnection, broadcast, serve
@@ -46,8 +47,11 @@ async def main() -> None:
         if subs:
             broadcast(subs, seq.envelope(channel, data))
 
+    # max_queue=None (no limit) is valid for the pinned websockets 15; the 13.x that the
+    # Coinbase SDK brings into tickwire's venv types it as int only.
+    unbounded: Any = None
     async with serve(
-        handler, args.host, args.port, compression=None, max_queue=None, backlog=4096
+        handler, args.host, args.port, compression=None, max_queue=unbounded, backlog=4096
     ) as server:
         start(args.synthetic, publish)
         await server.serve_forever()

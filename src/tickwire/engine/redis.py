@@ -321,12 +321,12 @@ class RedisEngine(Engine):
         try:
             if sha is not None:
                 try:
-                    return await self._redis.evalsha(sha, len(keys), *keys, *args)  # type: ignore[misc]
+                    return await self._redis.evalsha(sha, len(keys), *keys, *args)
                 except NoScriptError:
                     pass  # Redis restarted or its script cache was flushed: load again
             sha = await self._redis.script_load(script)
             self._sha[name] = sha
-            return await self._redis.evalsha(sha, len(keys), *keys, *args)  # type: ignore[misc]
+            return await self._redis.evalsha(sha, len(keys), *keys, *args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise self._unavailable(exc, name) from exc
         except ResponseError as exc:
@@ -337,7 +337,7 @@ class RedisEngine(Engine):
         self._handler = handler
         self._closing = False
         try:
-            await self._redis.ping()  # type: ignore[misc]
+            await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc, "start") from exc
         self._task = asyncio.create_task(self._pubsub_loop(), name="tickwire-redis-pubsub")
@@ -543,7 +543,7 @@ class RedisEngine(Engine):
 
     async def snapshot(self, channel: str) -> Snapshot | None:
         try:
-            fields: list[bytes | None] = await self._redis.hmget(  # type: ignore[misc,assignment]
+            fields: list[bytes | None] = await self._redis.hmget(  # type: ignore[assignment]
                 self.key(channel, "m"), ["e", "n", "nt", "nd"]
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

@@ -144,7 +144,7 @@ class Connection:
             parts: list[bytes] = []
             for frame in queue:
                 if frame.__class__ is NumberedFrame:
-                    parts.append(frame.head(n))  # type: ignore[attr-defined]
+                    parts.append(frame.head(n))
                     n += 1
                 parts.append(frame)
             done = joined[key] = (b"".join(parts), n)

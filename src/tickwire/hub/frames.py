@@ -77,7 +77,7 @@ def text_frame(payload: bytes, compressed: bool = False) -> bytes:
     permessage-deflate compression when ``compressed``: the RSV1 bit is then set).
     A :class:`Numbered` payload gives a :class:`NumberedFrame`."""
     if payload.__class__ is Numbered:
-        return NumberedFrame(payload, payload.template, compressed)  # type: ignore[attr-defined]
+        return NumberedFrame(payload, payload.template, compressed)
     head = _TEXT | _RSV1 if compressed else _TEXT
     n = len(payload)
     if n < 126:

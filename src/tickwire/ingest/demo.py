@@ -202,7 +202,7 @@ class DemoMarket:
                         price,
                         qty,
                         taker,
-                        ts=sim.last_ts,  # type: ignore[arg-type]
+                        ts=sim.last_ts,
                     )
                 await gw.apply_book_units(sim.market.id, bids, asks)
             except IngestError as exc:  # the simulation keeps the rules; log if it does not

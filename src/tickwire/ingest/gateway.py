@@ -292,7 +292,7 @@ class Gateway:
             raise IngestError(
                 "bad_value", f"{where}: must be one of {', '.join(allowed)}", field=where
             )
-        return value  # type: ignore[return-value]
+        return value
 
     @staticmethod
     def _user(user_id: object, where: str) -> str:

@@ -289,7 +289,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         except MarketError as exc:
             raise ConfigError(f"config field 'markets': {exc.message}") from None
         try:
-            SentimentSettings(**self.sentiment_windows)  # type: ignore[arg-type]
+            SentimentSettings(**self.sentiment_windows)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config field 'sentiment_windows': {exc}") from None
         if self.amqp is not None and not self.amqp.startswith(("amqp://", "amqps://")):

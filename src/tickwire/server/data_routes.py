@@ -390,7 +390,7 @@ def install_market_data(
     settings = GatewaySettings(
         book_max_levels=config.book_max_levels,
         book_snapshot_depth=config.book_snapshot_depth,
-        sentiment=SentimentSettings(**config.sentiment_windows),  # type: ignore[arg-type]
+        sentiment=SentimentSettings(**config.sentiment_windows),
     )
     gateway = Gateway(node.engine, registry, settings)
     checks = [static_token_check(config.publish_token)] if config.publish_token else []
