@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +32,42 @@ settings.load_profile("deep" if os.environ.get("TICKWIRE_DEEP") == "1" else "def
 
 # Before any test module imports the credential makers: see tests/logcheck.py.
 logcheck.start()
+
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+#: What a test run may add to the checkout: pytest's and Hypothesis's own caches.
+RUN_CACHES = {".pytest_cache/", ".hypothesis/"}
+
+
+def checkout_entries() -> set[str] | None:
+    """``git status --porcelain --ignored`` of the checkout, less caches (None: no git)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored"],
+            cwd=CHECKOUT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {
+        line
+        for line in out.splitlines()
+        if line[3:] not in RUN_CACHES and "__pycache__" not in line
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_test_writes_into_the_checkout() -> Iterator[None]:
+    """Fails the run when a test (or a server it started) left a file in the checkout:
+    tests write under tmp_path, and child processes get a key store in memory."""
+    before = checkout_entries()
+    yield
+    after = checkout_entries()
+    if before is not None and after is not None:
+        assert sorted(after - before) == [], "tests wrote into the checkout"
 
 
 class Recorder:

@@ -70,6 +70,7 @@ class Gateway:
             stderr=asyncio.subprocess.PIPE,
             env={
                 **os.environ,
+                "TICKWIRE_KEY_STORE": ":memory:",  # no key file in the working directory
                 **self.env,
                 **({"TICKWIRE_ENGINE": self.engine_url} if self.via_env else {}),
             },
@@ -486,6 +487,7 @@ async def test_bad_engine_url_is_a_config_error() -> None:
         "redis+sentinel://:pw@127.0.0.1:1",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "TICKWIRE_KEY_STORE": ":memory:"},
     )
     out, err = await proc.communicate()
     assert proc.returncode == 2, (out, err)
