@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tickwire.client.connection import connect
 
+#: The release, read by the build too (pyproject.toml's dynamic version): the one place.
 __version__ = "0.1.0"
 __all__ = ["__version__", "connect"]
 

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tickwire import __version__
+
 #: Subcommand modules: each exposes ``add_parser(subparsers)`` that sets ``func``.
 SUBCOMMANDS: list[str] = [
     "tickwire.client.tail_cli",
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"tickwire {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     import importlib
