@@ -30,7 +30,8 @@ from typing import Any
 import aiohttp
 
 from tickwire.engine import HistorySettings
-from tickwire.engine.redis import RedisEngine, redact
+from tickwire.engine.redis import RedisEngine
+from tickwire.engine.urls import redact
 from tickwire.model import Publication
 
 

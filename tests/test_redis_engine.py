@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from tickwire.engine import EngineError, EngineUnavailable, HistoryResult, HistorySettings
-from tickwire.engine.redis import RedisEngine, parse_engine_url, redact
+from tickwire.engine.redis import RedisEngine, parse_engine_url
+from tickwire.engine.urls import redact
 from tickwire.model import Position, Publication
 
 from .conftest import Recorder, ScratchRedisEngine, redis_prefix, require_redis

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 import msgspec
 import redis.asyncio as aioredis
@@ -60,12 +60,10 @@ from tickwire.engine.base import (
     HistoryResult,
     HistorySettings,
 )
+from tickwire.engine.urls import SCHEMES, redact
 from tickwire.model.publication import Position, Publication, Snapshot, now_ms
 
 log = logging.getLogger(__name__)
-
-#: URL schemes :class:`RedisEngine` accepts.
-SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "sentinel")
 
 #: Redis error replies that mean "this server cannot take the write now" (HTTP 503), not
 #: "the request was wrong" (redis-py strips the code from some of them).
@@ -82,21 +80,6 @@ def _server_refused(exc: BaseException) -> bool:
         or "maxmemory" in text
         or "READONLY" in text
     )
-
-
-def is_engine_url(value: str) -> bool:
-    """True when ``value`` names a Redis engine (as opposed to ``memory``)."""
-    return urlsplit(value).scheme.lower() in SCHEMES
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to log and to show)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = quote(unquote(parts.username or ""), safe="")
-    netloc = f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}"
-    return parts._replace(netloc=netloc).geturl()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from tickwire.auth import Principal
 from tickwire.dialects.native import Native
 from tickwire.dialects.opcode import LogonSessions, Opcode, opcode_dialect
 from tickwire.dialects.ranger import RangerSettings, ranger_dialect
-from tickwire.engine.redis import redact
+from tickwire.engine.urls import redact
 from tickwire.ingest.amqp import AmqpSettings, PeatioIngest, amqp_url
 from tickwire.ingest.gateway import Gateway
 from tickwire.model.markets import build_registry

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from tickwire.auth import Principal
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
-from tickwire.engine.redis import RedisEngine, is_engine_url, redact
+from tickwire.engine.urls import is_engine_url, redact
 from tickwire.hub import CLOSE_SHUTDOWN, Hub, WireFormat
 from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.publication import now_ms
@@ -33,6 +33,13 @@ def make_engine(config: Config) -> Engine:
     if url == "memory":
         return MemoryEngine(settings)
     if is_engine_url(url):
+        try:
+            from tickwire.engine.redis import RedisEngine
+        except ModuleNotFoundError as exc:  # only a Redis engine needs the redis client
+            raise ConfigError(
+                f"config field 'engine': a Redis engine needs the {exc.name!r} package: "
+                "pip install 'tickwire[redis]'"
+            ) from None
         try:
             return RedisEngine(url, settings)
         except ValueError as exc:

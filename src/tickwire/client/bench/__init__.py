@@ -102,6 +102,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def run_from_args(args: argparse.Namespace) -> int:
     """Run ``tickwire bench`` as parsed; returns the exit status."""
     try:
+        import rich  # noqa: F401
+    except ModuleNotFoundError:
+        print("tickwire bench: needs rich: pip install 'tickwire[bench]'", file=sys.stderr)
+        return 2
+    try:
         config = config_from_args(args)
     except BenchConfigError as exc:
         print(f"tickwire bench: {exc}", file=sys.stderr)

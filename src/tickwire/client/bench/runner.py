@@ -11,15 +11,14 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait
-from typing import Any
-
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from tickwire.client.bench.config import BenchConfig, BenchConfigError
 from tickwire.client.bench.stats import Histogram, merged
 from tickwire.client.bench.worker import worker_main
+
+if TYPE_CHECKING:  # rich is imported where it is used: the bench extra, tickwire[bench]
+    from rich.table import Table
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -120,6 +119,8 @@ class _Run:
 
 
 def _display(run: _Run) -> Table:
+    from rich.table import Table
+
     cfg = run.config
     table = Table(title=f"tickwire bench → {cfg.target.host}:{cfg.target.port}{cfg.target.path}")
     table.add_column("phase")
@@ -309,6 +310,9 @@ def run_bench(
         child.close()
         pipes.append(parent)
         procs.append(proc)
+    from rich.console import Console
+    from rich.live import Live
+
     console = Console(stderr=True)
     live = Live(_display(run), console=console, refresh_per_second=4, transient=False)
     try:
@@ -346,6 +350,8 @@ def run_bench(
 
 def results_table(result: dict[str, Any]) -> Table:
     """The end-of-run table."""
+    from rich.table import Table
+
     table = Table(title="tickwire bench results", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
