@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# make demo PORT=9000 (or TICKWIRE_PORT=9000 make demo) when 8080 is taken; HOST likewise.
 demo: $(STAMP)
-	$(VENV)/bin/tickwire serve --demo
+	$(VENV)/bin/tickwire serve --demo $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

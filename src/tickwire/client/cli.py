@@ -78,7 +78,7 @@ def _serve_parser(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from tickwire.server.app import serve
+    from tickwire.server.app import ListenError, serve
     from tickwire.server.config import ConfigError, load_config
 
     flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
@@ -89,7 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         serve(config)
-    except ConfigError as exc:  # found while building the node (e.g. a bad engine URL)
+    except (ConfigError, ListenError) as exc:  # a bad engine URL, a port in use…
         print(f"tickwire: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import signal
 import time
@@ -244,8 +245,23 @@ def urls(config: Config, port: int, opcode_port: int | None = None) -> list[tupl
     return [*out, ("metrics", f"http://{base}/metrics"), ("health", f"http://{base}/healthz")]
 
 
+class ListenError(Exception):
+    """The server could not listen on its address (e.g. the port is already in use)."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        where = f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            why = f"port {port} is already in use (choose another with --port or TICKWIRE_PORT)"
+        else:
+            why = exc.strerror or str(exc)
+        super().__init__(f"cannot listen on {where}: {why}")
+        self.host, self.port = host, port
+
+
 def serve(config: Config) -> None:
-    """Run a node until SIGINT/SIGTERM; on either, drain clients (close 3001) and exit."""
+    """Run a node until SIGINT/SIGTERM; on either, drain clients (close 3001) and exit.
+
+    Raises :class:`ListenError` when the address cannot be bound."""
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -255,14 +271,22 @@ def serve(config: Config) -> None:
         app = build_app(config)
         runner = make_runner(app, config)
         await runner.setup()
-        await start_site(runner, config)
+        try:
+            await start_site(runner, config)
+        except OSError as exc:
+            await runner.cleanup()
+            raise ListenError(config.host, config.port, exc) from None
         port = int(runner.addresses[0][1]) if runner.addresses else config.port
         runners = [runner]
         opcode_port = None
         if config.opcode_port is not None:
             port_runner = make_runner(build_opcode_port_app(app), config)
             await port_runner.setup()
-            await start_site(port_runner, config, port=config.opcode_port)
+            try:
+                await start_site(port_runner, config, port=config.opcode_port)
+            except OSError as exc:
+                await runner.cleanup()
+                raise ListenError(config.host, config.opcode_port, exc) from None
             opcode_port = int(port_runner.addresses[0][1])
             runners.insert(0, port_runner)  # stopped first: the node stops with the main app
         lines = [f"tickwire listening on {config.host}:{port} (engine: {redact(config.engine)})"]
