@@ -46,18 +46,97 @@ def test_config_file_from_env(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "fragment"),
+    ("env", "message"),
     [
-        ({"TICKWIRE_PORT": "eighty"}, "$.port"),
-        ({"TICKWIRE_PORT": "70000"}, "'port' is out of range"),
-        ({"TICKWIRE_MAX_QUEUE_BYTES": "10"}, "'max_queue_bytes'"),
-        ({"TICKWIRE_HEARTBEAT_INTERVAL": "0"}, "'heartbeat_interval'"),
+        (
+            {"TICKWIRE_PORT": "eighty"},
+            "config field 'port' (TICKWIRE_PORT): expected an integer, got 'eighty'",
+        ),
+        (
+            {"WEBSOCKET_PORT": "eighty"},
+            "config field 'port' (WEBSOCKET_PORT): expected an integer, got 'eighty'",
+        ),
+        (
+            {"TICKWIRE_PORT": "70000"},
+            "config field 'port' (TICKWIRE_PORT): expected an integer from 0 to 65535, got 70000",
+        ),
+        (
+            {"TICKWIRE_MAX_QUEUE_BYTES": "10"},
+            "config field 'max_queue_bytes' (TICKWIRE_MAX_QUEUE_BYTES): "
+            "expected an integer >= 4096, got 10",
+        ),
+        (
+            {"TICKWIRE_HEARTBEAT_INTERVAL": "0"},
+            "config field 'heartbeat_interval' (TICKWIRE_HEARTBEAT_INTERVAL): "
+            "expected a number > 0, got 0.0",
+        ),
+        (
+            {"TICKWIRE_COMPRESSION": "maybe"},
+            "config field 'compression' (TICKWIRE_COMPRESSION): "
+            "expected true or false, got 'maybe'",
+        ),
+        (
+            {"TICKWIRE_SEED": "x"},
+            "config field 'seed' (TICKWIRE_SEED): expected an integer or unset, got 'x'",
+        ),
     ],
 )
-def test_bad_values_name_the_field(env: dict[str, str], fragment: str) -> None:
+def test_bad_values_name_the_field_its_source_and_the_expected_type(
+    env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         load_config({}, env=env)
-    assert fragment in str(info.value)
+    assert str(info.value) == message
+
+
+def test_a_flag_is_named_as_the_flag() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"max_channels": 0}, env={"TICKWIRE_MAX_CHANNELS": "5"})
+    assert str(info.value) == (
+        "config field 'max_channels' (--max-channels): expected an integer >= 1, got 0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('port = "x"', "config field 'port' ({file}): expected an integer, got 'x'"),
+        ("markets = 5", "config field 'markets' ({file}): expected a list, got 5"),
+        ("markets = [1]", "config field 'markets[0]' ({file}): expected a string, got an integer"),
+        (
+            "nope = 1",
+            "config field 'nope' ({file}): unknown field (docs/config.md lists them)",
+        ),
+        (
+            '[[market_specs]]\nid = "A-B"',
+            "config field 'market_specs[0].base' ({file}): expected a value, got none "
+            "(it is required)",
+        ),
+        (
+            "sentiment_windows = { crowd_ma_window = 'a' }",
+            "config field 'sentiment_windows[...]' ({file}): expected an integer, got a string",
+        ),
+        (
+            "auth_secret = 5",
+            "config field 'auth_secret' ({file}): expected a string or unset, got ***",
+        ),
+    ],
+)
+def test_file_values_name_the_field_and_the_file(tmp_path: Path, toml: str, message: str) -> None:
+    f = tmp_path / "tw.toml"
+    f.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config({}, env={}, file=f)
+    assert str(info.value) == message.format(file=f"file {str(f)!r}")
+
+
+def test_auth_setting_errors_use_the_same_style() -> None:
+    from tickwire.server.app import build_app
+
+    config = load_config({"key_store": ":memory:", "auth_secret": "too short"}, env={})
+    with pytest.raises(ConfigError) as info:
+        build_app(config)
+    assert str(info.value) == "config field 'auth_secret': HS256 needs at least 32 bytes"
 
 
 def test_unknown_file_field_is_refused(tmp_path: Path) -> None:

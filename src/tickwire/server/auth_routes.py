@@ -34,7 +34,7 @@ from tickwire.auth import (
 from tickwire.auth.ratelimit import RateLimited
 from tickwire.model import boundedjson
 from tickwire.server import logredact
-from tickwire.server.config import Config, ConfigError
+from tickwire.server.config import Config, setting_error
 from tickwire.server.logredact import CREDENTIAL_PARAMS, redact_credentials
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def install_auth(app: web.Application, config: Config) -> Authenticator:
     try:
         auth = Authenticator(open_key_store(settings.key_store), settings)
     except (SettingsError, OSError, ValueError) as exc:
-        raise ConfigError(f"auth configuration: {exc}") from None
+        raise setting_error(str(exc)) from None
     app[AUTH_KEY] = auth
     add_auth_routes(app, auth, body_timeout=config.body_timeout)
     logredact.install()  # tokens and digests travel in query strings

@@ -9,6 +9,7 @@ every field.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -22,7 +23,15 @@ from tickwire.model.sentiment import SentimentSettings
 
 
 class ConfigError(ValueError):
-    """A config value that does not fit the schema; the message names the field."""
+    """A config value that does not fit the schema. Every message has one style:
+    ``config field 'NAME' (SOURCE): expected WHAT, got VALUE`` — the field, where its value
+    came from (a flag, an environment variable or the file) when known, what it must be."""
+
+
+def field_error(name: str, expected: str, got: object) -> ConfigError:
+    """``config field 'name': expected <expected>, got <got>`` (the value hidden for secrets)."""
+    shown = "***" if _secret(name) else repr(got)
+    return ConfigError(f"config field {name!r}: expected {expected}, got {shown}")
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -230,64 +239,86 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return f"Config({shown})"
 
     def __post_init__(self) -> None:
-        checks = [
-            ("port", 0 <= self.port <= 65535),
-            ("history_size", self.history_size >= 1),
-            ("history_ttl", self.history_ttl > 0),
-            ("max_recover", self.max_recover >= 0),
-            ("max_queue_bytes", self.max_queue_bytes >= 4096),
-            ("max_frame_bytes", self.max_frame_bytes >= 256),
-            ("max_frame_hard_bytes", self.max_frame_hard_bytes >= self.max_frame_bytes),
-            ("max_channels", self.max_channels >= 1),
-            ("max_requests_per_second", self.max_requests_per_second > 0),
-            ("native_paths", _paths_ok(self.native_paths)),
-            ("opcode_paths", _paths_ok(self.opcode_paths)),
-            ("opcode_port", self.opcode_port is None or 0 <= self.opcode_port <= 65535),
-            ("opcode_relogon_window", self.opcode_relogon_window >= 0),
-            ("opcode_relogon_max_users", self.opcode_relogon_max_users >= 0),
-            ("coinbase_paths", _paths_ok(self.coinbase_paths)),
-            ("coinbase_max_product_ids", self.coinbase_max_product_ids >= 1),
-            ("heartbeat_interval", self.heartbeat_interval > 0),
-            ("prophit_paths", _paths_ok(self.prophit_paths)),
-            ("prophit_events", self.prophit_events in ("data", "res", "both")),
-            ("prophit_recovery", self.prophit_recovery >= 0),
-            ("prophit_ping_interval", self.prophit_ping_interval > 0),
-            ("prophit_ping_timeout", self.prophit_ping_timeout > 0),
-            ("prophit_max_payload", self.prophit_max_payload >= 1024),
-            ("prophit_connect_timeout", self.prophit_connect_timeout > 0),
-            ("drain_timeout", self.drain_timeout >= 0),
-            ("header_timeout", self.header_timeout > 0),
-            ("body_timeout", self.body_timeout > 0),
-            ("max_connections_per_address", self.max_connections_per_address >= 0),
-            ("demo_rate", self.demo_rate > 0),
-            ("token_ttl", self.token_ttl > 0),
-            ("auth_leeway", self.auth_leeway >= 0),
-            ("coinbase_max_lifetime", self.coinbase_max_lifetime > 0),
-            ("session_ttl", self.session_ttl > 0),
-            ("digest_nonce_window", self.digest_nonce_window > 0),
-            ("nonce_cache_size", self.nonce_cache_size >= 1),
-            ("nonce_cache_per_key", self.nonce_cache_per_key >= 1),
-            ("auth_rate_burst", self.auth_rate_burst >= 1),
-            ("auth_rate_per_minute", self.auth_rate_per_minute > 0),
-            ("token_expiry_grace", self.token_expiry_grace >= 0),
-            ("publish_max_events", self.publish_max_events >= 1),
-            ("publish_max_bytes", self.publish_max_bytes >= 1024),
-            ("book_max_levels", self.book_max_levels >= 1),
-            ("book_snapshot_depth", self.book_snapshot_depth >= 10),
-            ("ranger_public_paths", _paths_ok(self.ranger_public_paths)),
-            ("ranger_private_paths", _paths_ok(self.ranger_private_paths)),
-            ("rabbitmq_port", 0 < self.rabbitmq_port <= 65535),
-            ("amqp_queue_ttl", self.amqp_queue_ttl >= 1),
-            ("amqp_queue_max", self.amqp_queue_max >= 1),
-            ("amqp_prefetch", 1 <= self.amqp_prefetch <= 65535),
+        positive, non_negative = "a number > 0", "a number >= 0"
+        paths = "a non-empty list of distinct paths, each starting with '/'"
+        checks: list[tuple[str, bool, str]] = [
+            ("port", 0 <= self.port <= 65535, "an integer from 0 to 65535"),
+            ("history_size", self.history_size >= 1, "an integer >= 1"),
+            ("history_ttl", self.history_ttl > 0, positive),
+            ("max_recover", self.max_recover >= 0, "an integer >= 0"),
+            ("max_queue_bytes", self.max_queue_bytes >= 4096, "an integer >= 4096"),
+            ("max_frame_bytes", self.max_frame_bytes >= 256, "an integer >= 256"),
+            (
+                "max_frame_hard_bytes",
+                self.max_frame_hard_bytes >= self.max_frame_bytes,
+                f"an integer >= max_frame_bytes ({self.max_frame_bytes})",
+            ),
+            ("max_channels", self.max_channels >= 1, "an integer >= 1"),
+            ("max_requests_per_second", self.max_requests_per_second > 0, positive),
+            ("native_paths", _paths_ok(self.native_paths), paths),
+            ("opcode_paths", _paths_ok(self.opcode_paths), paths),
+            (
+                "opcode_port",
+                self.opcode_port is None or 0 <= self.opcode_port <= 65535,
+                "an integer from 0 to 65535, or unset",
+            ),
+            ("opcode_relogon_window", self.opcode_relogon_window >= 0, non_negative),
+            ("opcode_relogon_max_users", self.opcode_relogon_max_users >= 0, "an integer >= 0"),
+            ("coinbase_paths", _paths_ok(self.coinbase_paths), paths),
+            ("coinbase_max_product_ids", self.coinbase_max_product_ids >= 1, "an integer >= 1"),
+            ("heartbeat_interval", self.heartbeat_interval > 0, positive),
+            ("prophit_paths", _paths_ok(self.prophit_paths), paths),
+            (
+                "prophit_events",
+                self.prophit_events in ("data", "res", "both"),
+                "one of 'data', 'res', 'both'",
+            ),
+            ("prophit_recovery", self.prophit_recovery >= 0, non_negative),
+            ("prophit_ping_interval", self.prophit_ping_interval > 0, positive),
+            ("prophit_ping_timeout", self.prophit_ping_timeout > 0, positive),
+            ("prophit_max_payload", self.prophit_max_payload >= 1024, "an integer >= 1024"),
+            ("prophit_connect_timeout", self.prophit_connect_timeout > 0, positive),
+            ("drain_timeout", self.drain_timeout >= 0, non_negative),
+            ("header_timeout", self.header_timeout > 0, positive),
+            ("body_timeout", self.body_timeout > 0, positive),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address >= 0,
+                "an integer >= 0",
+            ),
+            ("demo_rate", self.demo_rate > 0, positive),
+            ("token_ttl", self.token_ttl > 0, positive),
+            ("auth_leeway", self.auth_leeway >= 0, non_negative),
+            ("coinbase_max_lifetime", self.coinbase_max_lifetime > 0, positive),
+            ("session_ttl", self.session_ttl > 0, positive),
+            ("digest_nonce_window", self.digest_nonce_window > 0, positive),
+            ("nonce_cache_size", self.nonce_cache_size >= 1, "an integer >= 1"),
+            ("nonce_cache_per_key", self.nonce_cache_per_key >= 1, "an integer >= 1"),
+            ("auth_rate_burst", self.auth_rate_burst >= 1, "an integer >= 1"),
+            ("auth_rate_per_minute", self.auth_rate_per_minute > 0, positive),
+            ("token_expiry_grace", self.token_expiry_grace >= 0, non_negative),
+            ("publish_max_events", self.publish_max_events >= 1, "an integer >= 1"),
+            ("publish_max_bytes", self.publish_max_bytes >= 1024, "an integer >= 1024"),
+            ("book_max_levels", self.book_max_levels >= 1, "an integer >= 1"),
+            ("book_snapshot_depth", self.book_snapshot_depth >= 10, "an integer >= 10"),
+            ("ranger_public_paths", _paths_ok(self.ranger_public_paths), paths),
+            ("ranger_private_paths", _paths_ok(self.ranger_private_paths), paths),
+            ("rabbitmq_port", 0 < self.rabbitmq_port <= 65535, "an integer from 1 to 65535"),
+            ("amqp_queue_ttl", self.amqp_queue_ttl >= 1, "a number >= 1"),
+            ("amqp_queue_max", self.amqp_queue_max >= 1, "an integer >= 1"),
+            ("amqp_prefetch", 1 <= self.amqp_prefetch <= 65535, "an integer from 1 to 65535"),
         ]
-        for name, ok in checks:
+        for name, ok, expected in checks:
             if not ok:
-                raise ConfigError(f"config field {name!r} is out of range: {getattr(self, name)!r}")
+                raise field_error(name, expected, getattr(self, name))
         try:
             build_registry(self.markets, self.tickers, self.market_specs)
         except MarketError as exc:
             raise ConfigError(f"config field 'markets': {exc.message}") from None
+        windows = SentimentSettings.__slots__
+        for window in self.sentiment_windows:
+            if window not in windows:
+                raise field_error("sentiment_windows", f"names among {', '.join(windows)}", window)
         try:
             SentimentSettings(**self.sentiment_windows)
         except (TypeError, ValueError) as exc:
@@ -300,10 +331,23 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             try:
                 parse_synthetic(self.synthetic)
             except SyntheticSpecError as exc:
-                raise ConfigError(f"config field 'synthetic': {exc}") from None
+                detail = str(exc).removeprefix("synthetic: ")
+                raise ConfigError(f"config field 'synthetic': {detail}") from None
 
 
 FIELDS: tuple[str, ...] = Config.__struct_fields__
+
+#: Names the auth layer's messages start with, where they differ from the field's.
+_SETTING_FIELDS = {"secret": "auth_secret", "bearer key": "bearer_public_key"}
+
+
+def setting_error(text: str) -> ConfigError:
+    """A lower layer's ``"name: problem"`` message about a setting, in the one style."""
+    name, sep, rest = text.partition(": ")
+    name = _SETTING_FIELDS.get(name, name)
+    if sep and name in FIELDS:
+        return ConfigError(f"config field {name!r}: {rest}")
+    return ConfigError(f"config: {text}")
 
 
 def _paths_ok(paths: list[str]) -> bool:
@@ -364,6 +408,8 @@ def load_config(
     """Merge flags > env > file > defaults into a validated :class:`Config`."""
     env = os.environ if env is None else env
     merged: dict[str, Any] = {}
+    #: Where each top-level value came from, for the error messages.
+    origin: dict[str, str] = {}
     path = file or env.get(ENV_PREFIX + "CONFIG")
     if path:
         try:
@@ -371,12 +417,72 @@ def load_config(
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {str(path)!r}: {exc}") from None
-        merged.update(data.get("tickwire", data))
-    merged.update(_from_env(env))
-    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+        table = data.get("tickwire", data)
+        merged.update(table)
+        origin.update(dict.fromkeys(table, f"file {str(path)!r}"))
+    from_env = _from_env(env)
+    merged.update(from_env)
+    origin.update({k: _env_name(k, env) for k in from_env})
+    from_flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    merged.update(from_flags)
+    origin.update({k: "--" + k.replace("_", "-") for k in from_flags})
     try:
         return msgspec.convert(merged, Config, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid config: {exc}") from None
-    except ConfigError:
-        raise
+        raise _explain(str(exc), merged, origin) from None
+
+
+def _env_name(field: str, env: Mapping[str, str]) -> str:
+    key = ENV_PREFIX + field.upper()
+    if key in env:
+        return key
+    return next((alias for alias, f in ENV_ALIASES.items() if f == field and alias in env), key)
+
+
+#: msgspec's names of the types a field may have, in the words of the messages.
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "array": "a list",
+    "object": "a table",
+    "null": "unset",
+}
+_WRONG_TYPE = re.compile(
+    r"^Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)` - at `\$(?P<at>[^`]*)`$"
+)
+_UNKNOWN = re.compile(
+    r"^Object contains unknown field `(?P<name>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?$"
+)
+_MISSING = re.compile(
+    r"^Object missing required field `(?P<name>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?$"
+)
+_FIELD = re.compile(r"^config field '(?P<name>[^']+)'")
+
+
+def _explain(text: str, merged: Mapping[str, Any], origin: Mapping[str, str]) -> ConfigError:
+    """msgspec's validation message (or our own from ``__post_init__``) in the one style."""
+    if m := _WRONG_TYPE.match(text):
+        name = m["at"].lstrip(".")
+        want = " or ".join(_TYPE_WORDS.get(t, t) for t in m["want"].split(" | "))
+        if name in merged:
+            message = str(field_error(name, want, merged[name]))
+        else:  # inside a list or table: msgspec names the type it found, not the value
+            got = _TYPE_WORDS.get(m["got"], m["got"])
+            message = f"config field {name!r}: expected {want}, got {got}"
+    elif m := _UNKNOWN.match(text):
+        name = ".".join(p for p in ((m["at"] or "").lstrip("."), m["name"]) if p)
+        message = f"config field {name!r}: unknown field"
+        if "." not in name:
+            message += " (docs/config.md lists them)"
+    elif m := _MISSING.match(text):
+        name = ".".join(p for p in ((m["at"] or "").lstrip("."), m["name"]) if p)
+        message = f"config field {name!r}: expected a value, got none (it is required)"
+    else:
+        message = text.removesuffix(" - at `$`")
+        if not _FIELD.match(message):
+            message = f"config: {message}"
+    if (m := _FIELD.match(message)) and (source := origin.get(m["name"].split("[")[0])):
+        message = f"{m.group(0)} ({source}){message[m.end() :]}"
+    return ConfigError(message)
