@@ -6,6 +6,10 @@ from typing import Any
 
 import aiohttp
 
+from tickwire.auth import KeyKind, create_key
+from tickwire.server.auth_routes import AUTH_KEY
+
+from .authkit import SECRET
 from .harness import Client, Gateway, run_gateway
 
 
@@ -209,3 +213,24 @@ def test_every_error_code_is_documented() -> None:
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
     assert [c for c in ERROR_CODES if f"`{c}`" not in doc] == []
+
+
+async def test_refresh_on_an_anonymous_connection_says_there_is_no_identity() -> None:
+    async with run_gateway(auth_secret=SECRET) as gw:
+        auth = gw.runner.app[AUTH_KEY]
+        made = await create_key(auth.store, kind=KeyKind.SECRET, user_id="alice")
+        assert made.secret is not None
+        token = await auth.exchange_secret(made.secret)
+        c = await gw.connect()
+        for credential in (token, "abc.def.ghi"):  # a valid token or not: nothing to refresh
+            reply = await c.request("refresh", token=credential)
+            assert (reply["type"], reply["code"], reply["message"]) == (
+                "error",
+                "unauthorized",
+                "refresh: this connection has no identity to refresh",
+            )
+        authenticated = await c.request("auth", token=token)
+        assert (authenticated["type"], authenticated["user"]) == ("authenticated", "alice")
+        refreshed = await c.request("refresh", token=token)
+        assert (refreshed["type"], refreshed["user"]) == ("authenticated", "alice")
+        await c.close()
