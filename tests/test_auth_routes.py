@@ -219,6 +219,7 @@ async def test_login_then_digest_verifies() -> None:
             assert resp.status == 200
             body = await resp.json()
         assert set(body) == {"id", "session_key", "expires_at"} and body["id"] == "frank"
+        assert isinstance(body["expires_at"], int)
         n = "1700000000000-a"
         p = await auth.verify_digest("frank", n, digest("frank", n, body["session_key"]))
         assert p.user_id == "frank"

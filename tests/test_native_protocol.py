@@ -231,6 +231,7 @@ async def test_refresh_on_an_anonymous_connection_says_there_is_no_identity() ->
             )
         authenticated = await c.request("auth", token=token)
         assert (authenticated["type"], authenticated["user"]) == ("authenticated", "alice")
+        assert isinstance(authenticated["expires_at"], int)  # seconds, as documented
         refreshed = await c.request("refresh", token=token)
         assert (refreshed["type"], refreshed["user"]) == ("authenticated", "alice")
         await c.close()

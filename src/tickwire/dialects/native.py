@@ -234,7 +234,8 @@ class Native(Dialect):
                     "id": event.id,
                     "type": "authenticated",
                     "user": p.user_id,
-                    "expires_at": p.expires_at,
+                    # integer seconds since the UNIX epoch, as docs/protocol.md says
+                    "expires_at": None if p.expires_at is None else int(p.expires_at),
                     "unsubscribed": event.dropped,
                 }
             )

@@ -175,7 +175,7 @@ def add_auth_routes(
             {
                 "id": result.user_id,
                 "session_key": result.session_key,
-                "expires_at": result.expires_at,
+                "expires_at": int(result.expires_at),  # integer seconds, as documented
             },
             headers=_NO_STORE,
         )
