@@ -176,7 +176,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Definitions (id, base, quote, price_increment, size_increment, aliases) of markets
     #: beyond the built-in BTC-USD, ETH-USD and SOL-USD; TOML ``[[market_specs]]`` tables.
     market_specs: list[MarketConfig] = msgspec.field(default_factory=list)
-    #: Bearer token accepted by ``POST /api/v1/publish``; unset disables publishing.
+    #: A bearer token ``POST /api/v1/publish`` accepts besides key-store ``publisher`` keys
+    #: (those work whether or not this is set; unset: only they do).
     publish_token: str | None = None
     #: Most events in one ``POST /api/v1/publish`` batch.
     publish_max_events: int = 1000
