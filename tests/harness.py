@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -16,6 +18,8 @@ from tickwire.server.config import load_config
 from tickwire.server.guard import GuardedSite
 from tickwire.server.node import NODE_KEY, Node
 
+from .wsraw import close_raw_clients
+
 
 @dataclass
 class Gateway:
@@ -24,6 +28,7 @@ class Gateway:
     port: int
     session: aiohttp.ClientSession
     site: GuardedSite
+    clients: list[Client] = field(default_factory=list)
 
     @property
     def http(self) -> str:
@@ -35,7 +40,9 @@ class Gateway:
 
     async def connect(self, query: str = "") -> Client:
         ws = await self.session.ws_connect(self.ws_url + query, autoclose=False)
-        return Client(ws)
+        client = Client(ws)
+        self.clients.append(client)
+        return client
 
     async def publish(self, channel: str, data: Any, snapshot: Any | None = None) -> int:
         snap = None if snapshot is None else json.dumps(snapshot).encode()
@@ -96,7 +103,14 @@ async def run_gateway(**overrides: Any) -> AsyncIterator[Gateway]:
     site = await start_site(runner, config, "127.0.0.1", 0)
     port = int(runner.addresses[0][1])
     async with aiohttp.ClientSession() as session:
+        gw = Gateway(app[NODE_KEY], runner, port, session, site)
         try:
-            yield Gateway(app[NODE_KEY], runner, port, session, site)
+            yield gw
         finally:
+            # Clients close first, as real ones would: a node shutting down waits (up to
+            # its drain timeout) for every client to answer its close frame.
+            for client in gw.clients:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.ws.close(), 2)
+            await close_raw_clients()
             await runner.cleanup()

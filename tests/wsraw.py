@@ -26,6 +26,21 @@ def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
     return head + mask + masked
 
 
+#: raw clients not closed yet (the harness closes them before the gateway stops)
+_OPEN: list[RawClient] = []
+
+
+async def close_raw_clients() -> None:
+    """Close the TCP connection of every raw client still open."""
+    while _OPEN:
+        client = _OPEN.pop()
+        client.writer.close()
+        try:
+            await client.writer.wait_closed()
+        except OSError:
+            pass
+
+
 class RawClient:
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: str = ""
@@ -57,7 +72,9 @@ class RawClient:
         )
         status = await reader.readuntil(b"\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 101"), status
-        return cls(reader, writer, status.decode())
+        client = cls(reader, writer, status.decode())
+        _OPEN.append(client)
+        return client
 
     def send(self, msg: Any) -> None:
         self.writer.write(client_frame(json.dumps(msg).encode()))

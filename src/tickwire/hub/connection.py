@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -44,6 +46,11 @@ CLOSE_REASONS: dict[int, str] = {
 }
 
 
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+
 class Connection:
     """Frames queued for one client, written together once per loop iteration.
 
@@ -60,6 +67,8 @@ class Connection:
         "dirty",
         "fmt",
         "hub",
+        "id",
+        "linger",
         "number",
         "numbered",
         "on_close",
@@ -75,8 +84,12 @@ class Connection:
         fmt: WireFormat,
         cap: int,
         on_close: Callable[[int, str], None] | None = None,
+        *,
+        linger: bool = False,
     ) -> None:
         self.hub = hub
+        #: names this connection in logs (never its credentials)
+        self.id = next(_ids)
         self.transport = transport
         self.fmt = fmt
         self.cap = cap
@@ -92,6 +105,9 @@ class Connection:
         self.number = 0
         #: the queue holds numbered frames (numbered as it is written, in order)
         self.numbered = False
+        #: the shell goes on reading after a close frame and ends the transport itself
+        #: once the client answered it (see :meth:`close`)
+        self.linger = linger
 
     def push(self, frame: bytes) -> None:
         """Queue one frame; it is written with the others at the end of this iteration.
@@ -154,8 +170,13 @@ class Connection:
     def close(self, code: int, reason: str | None = None, *, drop: bool = False) -> None:
         """Send what is queued (unless ``drop``), then a close frame, and close.
 
-        A close frame behind a full buffer reaches the client when it reads again; the
-        hub aborts the transport if it has not drained within its drain timeout.
+        A close frame behind a full buffer reaches the client when it reads again. A
+        socket closed while the client is still writing answers with a TCP reset, which
+        destroys whatever the client had not read yet (the close frame included): so a
+        ``linger`` connection's shell keeps reading (and dropping) the client's input
+        until it answers the close frame, and only then closes the transport. Either way
+        the hub aborts the transport if it is still open after its drain timeout: a
+        client that does not read for that long never hears the code.
         """
         if self.closed:
             return
@@ -169,11 +190,20 @@ class Connection:
         self.queue.clear()
         self.queued = 0
         reason = CLOSE_REASONS.get(code, "") if reason is None else reason
+        # one line per cut; a drain closes every connection and logs one line itself
+        log.log(
+            logging.DEBUG if code == CLOSE_SHUTDOWN else logging.INFO,
+            "closing connection %d: %d %s",
+            self.id,
+            code,
+            reason,
+        )
         self.hub.detach(self, code)
         transport = self.transport
         if not transport.is_closing():
             transport.write(pending + close_frame(code, reason))
-            transport.close()
+            if not self.linger:
+                transport.close()
             self.hub.abort_later(transport)
         if self.on_close is not None:
             self.on_close(code, reason)

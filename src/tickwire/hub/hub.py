@@ -119,9 +119,12 @@ class Hub:
         fmt: WireFormat,
         cap: int,
         on_close: Callable[[int, str], None] | None = None,
+        *,
+        linger: bool = False,
     ) -> Connection:
-        """Register a client connection writing ``fmt`` frames to ``transport``."""
-        conn = Connection(self, transport, fmt, cap, on_close)
+        """Register a client connection writing ``fmt`` frames to ``transport`` (see
+        :class:`Connection` for ``linger``)."""
+        conn = Connection(self, transport, fmt, cap, on_close, linger=linger)
         self.connections.add(conn)
         return conn
 
@@ -141,9 +144,10 @@ class Hub:
         conn.channels.clear()
 
     def abort_later(self, transport: Transport) -> None:
-        """Abort ``transport`` if its close has not completed within the drain timeout."""
+        """Abort ``transport`` if it is still open after the drain timeout (a no-op on a
+        transport whose close completed)."""
         loop = self._loop or asyncio.get_running_loop()
-        loop.call_later(self.drain_timeout, _abort_if_open, transport)
+        loop.call_later(self.drain_timeout, transport.abort)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -501,8 +505,3 @@ class Hub:
                 await task
             except BaseException:
                 pass
-
-
-def _abort_if_open(transport: Transport) -> None:
-    if transport.is_closing():
-        transport.abort()

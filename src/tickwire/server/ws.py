@@ -115,8 +115,13 @@ def dialect_handler(
             principal = await _verified_handshake(svc, translator)
         except Refused as exc:
             return web.Response(status=exc.status, body=exc.body, content_type=exc.content_type)
+        # autoclose off: a close frame from the client is answered below, once the hub is
+        # done with the connection; after a close of ours it ends the connection instead
         ws = web.WebSocketResponse(
-            autoping=True, max_msg_size=cfg.max_frame_hard_bytes, compress=compress
+            autoping=True,
+            autoclose=False,
+            max_msg_size=cfg.max_frame_hard_bytes,
+            compress=compress,
         )
         await ws.prepare(request)
         transport = request.transport
@@ -125,25 +130,37 @@ def dialect_handler(
         # permessage-deflate, when enabled and asked for: the window size aiohttp negotiated
         wbits = int(ws.compress)
         fmt = deflated(translator.fmt, wbits) if wbits else translator.fmt
-        conn = node.hub.connect(transport, fmt, cfg.max_queue_bytes)
+        conn = node.hub.connect(transport, fmt, cfg.max_queue_bytes, linger=True)
         core = ConnectionCore(svc, translator, conn)
         if isinstance(request.protocol, GuardedRequestHandler):  # RFC 6455 5.1: close with 1002
             request.protocol.on_unmasked_frame(
                 lambda: conn.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
             )
+        msg_type = WSMsgType.CLOSED
         try:
-            if await core.open(principal):
-                async for msg in ws:
-                    if core.closed:
-                        break
-                    if msg.type == WSMsgType.TEXT:
-                        await core.receive(msg.data)
-                    elif msg.type == WSMsgType.BINARY:
-                        await core.receive_binary(msg.data)
-                    elif msg.type == WSMsgType.ERROR:
-                        break
+            await core.open(principal)
+            while True:
+                msg = await ws.receive()
+                msg_type = msg.type
+                if msg_type in _END:
+                    break
+                if conn.closed:
+                    # we sent a close frame: drop what the client still sends until it
+                    # answers (closing now would reset the connection and destroy what
+                    # the client has not read yet, our close frame included)
+                    continue
+                if msg_type == WSMsgType.TEXT:
+                    await core.receive(msg.data)
+                elif msg_type == WSMsgType.BINARY:
+                    await core.receive_binary(msg.data)
         finally:
+            server_closed = conn.closed
             core.finish()
+            if server_closed:
+                # the client answered our close frame (or went away): end the connection
+                transport.close()
+        if msg_type == WSMsgType.CLOSE and not ws.closed:
+            await ws.close(drain=False)  # the client closed first: answer its close frame
         return ws
 
     handler.__name__ = f"{dialect.name}_handler"
@@ -185,6 +202,9 @@ def mount(
     if dialect.heartbeat(0) is not None:
         node.heartbeats.append((dialect.fmt, dialect.heartbeat))
 
+
+#: What ends a connection's read loop: the client's close frame, or the connection's end.
+_END = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 #: The node's services shared by every dialect mounted on an application.
 SERVICES_KEY: web.AppKey[NodeServices] = web.AppKey("services", NodeServices)
