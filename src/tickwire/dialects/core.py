@@ -432,7 +432,9 @@ class ConnectionCore:
     async def _hub_subscribe(
         self, items: list[tuple[Channel, Position | None]], new: list[str], rid: RequestId
     ) -> list[Catchup]:
-        """All or nothing: on any failure, the channels this request added are left."""
+        """All or nothing: on any failure no channel of the request leaves a trace (no
+        pending entry, engine membership or buffer), and a channel the connection had
+        already goes on from where it stood (:meth:`Hub.abandon`)."""
         catchups: list[Catchup] = []
         try:
             for channel, since in items:
@@ -440,16 +442,20 @@ class ConnectionCore:
                     await self.hub.subscribe(self.conn, channel.name, channel.stateful, since)
                 )
         except EngineError as exc:
-            self._leave(new)
+            self._abandon(items)
             # the engine's own message names internal hosts: log it, tell the client less
             log.warning("subscribe failed: %s", exc)
             raise ProtocolError(
                 "unavailable", "cannot subscribe now: the data store is unreachable; retry", rid
             ) from None
         except BaseException:
-            self._leave(new)
+            self._abandon(items)
             raise
         return catchups
+
+    def _abandon(self, items: list[tuple[Channel, Position | None]]) -> None:
+        for channel, _ in items:
+            self.hub.abandon(self.conn, channel.name)
 
     def _leave(self, names: list[str]) -> None:
         for name in names:

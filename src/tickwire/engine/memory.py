@@ -116,6 +116,11 @@ class MemoryEngine(Engine):
     async def unsubscribe(self, channels: Iterable[str]) -> None:
         self._subscribed.difference_update(channels)
 
+    @property
+    def subscribed(self) -> frozenset[str]:
+        """Channels delivered to this node's handler."""
+        return frozenset(self._subscribed)
+
     def sweep(self, now: int | None = None) -> int:
         """Trim history by age and forget idle channels without a snapshot that nobody
         here subscribes to. Returns how many channels were forgotten."""

@@ -71,6 +71,9 @@ class _ChannelState:
     #: subscribers of a state channel that has no snapshot yet (new, or just reset):
     #: held in ``pending`` until the next publication brings one
     awaiting_state: set[Connection] = field(default_factory=set)
+    #: subscribers that were live when they subscribed again: where they stood, to go
+    #: on from there if the new subscribe fails (:meth:`Hub.abandon`)
+    resume: dict[Connection, Position] = field(default_factory=dict)
 
     def subscriber_count(self) -> int:
         return sum(len(c) for c in self.groups.values()) + len(self.pending) + len(self.ahead)
@@ -323,13 +326,16 @@ class Hub:
             await st.ready
         if conn.closed:
             raise ConnectionError("connection closed")
+        was_live = self.live_position(conn, channel)
         self._unlive(st, conn)
         st.pending[conn] = []
+        if was_live is not None:
+            st.resume[conn] = was_live
         conn.channels.add(channel)
         try:
             catchup = await self._catchup(st, since)
         except BaseException:
-            self.unsubscribe(conn, channel)
+            self.abandon(conn, channel)
             raise
         if since is not None:
             if catchup.recovered:
@@ -371,6 +377,7 @@ class Hub:
             st.awaiting_state.add(conn)
             return
         buffered = st.pending.pop(conn)
+        st.resume.pop(conn, None)
         fmt = conn.fmt
         last = -1
         if catchup.snapshot is not None:
@@ -402,6 +409,30 @@ class Hub:
         if group is None:
             group = st.groups[conn.fmt] = {}
         group[conn] = None
+
+    def live_position(self, conn: Connection, channel: str) -> Position | None:
+        """Where ``conn``'s stream of ``channel`` stands if it is a live subscriber (it
+        has been sent everything up to the channel's position), else None."""
+        st = self._channels.get(channel)
+        if st is None or conn not in st.groups.get(conn.fmt, ()):
+            return None
+        return st.position
+
+    def abandon(self, conn: Connection, channel: str) -> None:
+        """Undo :meth:`subscribe` (its request failed as a whole): a channel ``conn`` was
+        live on before goes on from where it stood, with what was buffered since, as if
+        nothing happened; any other leaves no trace."""
+        st = self._channels.get(channel)
+        position = None if st is None else st.resume.pop(conn, None)
+        if st is None or position is None or conn not in st.pending:
+            self.unsubscribe(conn, channel)
+            return
+        if st.position is not None and st.position.epoch != position.epoch:
+            # reset meanwhile: it cannot go on seamlessly; tell it to recover
+            self.unsubscribe(conn, channel)
+            conn.close(CLOSE_SHUTDOWN, "channel reset")
+            return
+        self.go_live(conn, Catchup(channel, position, None, None, []), need_state=False)
 
     def unsubscribe(self, conn: Connection, channel: str) -> bool:
         """Stop sending ``channel`` to ``conn``; False if it was not subscribed."""
@@ -440,6 +471,7 @@ class Hub:
             return
         self._unlive(st, conn)
         st.pending.pop(conn, None)
+        st.resume.pop(conn, None)
         if st.subscriber_count() == 0 and st.ready.done():
             del self._channels[channel]
             self._spawn(self._engine_membership(self.engine.unsubscribe, channel))
