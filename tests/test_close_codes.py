@@ -65,7 +65,7 @@ async def test_pipelined_requests_past_the_rate_limit_get_replies_then_3503(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="tickwire")
-    async with run_gateway(max_requests_per_second=10) as gw:  # bursts of 20
+    async with run_gateway(max_requests_per_second=1) as gw:  # bursts of 2
         client = await RawClient.connect(gw.port)
         conn_id = server_side(gw, client).id
         for i in range(300):  # written over time, without reading a byte
@@ -80,8 +80,7 @@ async def test_pipelined_requests_past_the_rate_limit_get_replies_then_3503(
         assert all(m["type"] == "error" for m in messages[-50:])  # 50 in a row: cut
         # every request read before the cut was answered, in order
         ids = [m["id"] for m in pongs]
-        assert ids == sorted(set(ids)) and ids[:20] == list(range(20))
-        assert len(pongs) >= 20
+        assert ids == sorted(set(ids)) and ids[:2] == [0, 1]
         cuts = [r for r in caplog.records if "closing connection" in r.getMessage()]
         assert len(cuts) == 1 and cuts[0].levelno == logging.INFO
         assert f"connection {conn_id}" in cuts[0].getMessage()

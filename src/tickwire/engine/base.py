@@ -109,6 +109,18 @@ class Engine(abc.ABC):
         """The latest state snapshot of a state channel, or None if none was stored."""
 
     @abc.abstractmethod
+    async def request_snapshot(self, channel: str) -> None:
+        """Ask the publisher of a state channel to store a fresh snapshot with its next
+        publication (a subscriber could not start from the stored one: history no
+        longer reaches back to it). The publisher learns it from :meth:`snapshot_wanted`."""
+
+    @abc.abstractmethod
+    def snapshot_wanted(self, channel: str) -> bool:
+        """True when a fresh snapshot of ``channel`` was asked for and none stored since.
+        Answered from this process's memory (no I/O): with Redis, a publisher learns of
+        a request made on another node from the reply to its next publication."""
+
+    @abc.abstractmethod
     async def subscribe(self, channels: Iterable[str]) -> None:
         """Start delivering these channels' publications to this node's handler."""
 

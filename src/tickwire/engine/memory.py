@@ -39,6 +39,7 @@ class MemoryEngine(Engine):
         self._subscribed: set[str] = set()
         self._handler: EngineHandler | None = None
         self._published = 0
+        self._wanted: set[str] = set()
 
     async def start(self, handler: EngineHandler) -> None:
         self._handler = handler
@@ -70,6 +71,7 @@ class MemoryEngine(Engine):
         stream.last_ts = ts
         if snapshot is not None:
             stream.snapshot = Snapshot(channel, stream.seq, stream.epoch, ts, msgspec.Raw(snapshot))
+            self._wanted.discard(channel)
         self._published += 1
         if self._published % 1024 == 0:
             self.sweep(ts)
@@ -109,6 +111,12 @@ class MemoryEngine(Engine):
     async def snapshot(self, channel: str) -> Snapshot | None:
         stream = self._streams.get(channel)
         return None if stream is None else stream.snapshot
+
+    async def request_snapshot(self, channel: str) -> None:
+        self._wanted.add(channel)
+
+    def snapshot_wanted(self, channel: str) -> bool:
+        return channel in self._wanted
 
     async def subscribe(self, channels: Iterable[str]) -> None:
         self._subscribed.update(channels)

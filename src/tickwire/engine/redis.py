@@ -254,6 +254,8 @@ class RedisEngine(Engine):
         #: per pub/sub channel name, one entry per SUBSCRIBE sent and not yet confirmed
         self._confirm: dict[bytes, deque[asyncio.Future[None] | None]] = {}
         self._names: dict[bytes, str] = {}
+        #: state channels whose publisher (in this process) is asked for a snapshot
+        self._wanted: set[str] = set()
         #: for tests and metrics
         self.reconnects = 0
         self.malformed = 0
@@ -387,8 +389,15 @@ class RedisEngine(Engine):
         self._batch.append((call, fut))
         if len(self._batch) == 1:
             asyncio.get_running_loop().call_soon(self._send_batch)
-        epoch, seq = await fut
+        epoch, seq, wanted = await fut
+        self._note_wanted(channel, snapshot is not None, wanted)
         return Publication(channel, int(seq), epoch.decode(), ts, msgspec.Raw(data))
+
+    def _note_wanted(self, channel: str, stored: bool, wanted: int) -> None:
+        if stored:
+            self._wanted.discard(channel)
+        elif wanted:
+            self._wanted.add(channel)
 
     def _send_batch(self) -> None:
         batch, self._batch = self._batch, []
@@ -474,10 +483,11 @@ class RedisEngine(Engine):
         for result in results:
             if isinstance(result, Exception):
                 raise self._error(result, "publish_many") from result
-        return [
-            Publication(channel, int(seq), epoch.decode(), ts, msgspec.Raw(data))
-            for (channel, data, _), (epoch, seq) in zip(items, results, strict=True)
-        ]
+        pubs = []
+        for (channel, data, snap), (epoch, seq, wanted) in zip(items, results, strict=True):
+            self._note_wanted(channel, snap is not None, wanted)
+            pubs.append(Publication(channel, int(seq), epoch.decode(), ts, msgspec.Raw(data)))
+        return pubs
 
     # -- reading --------------------------------------------------------------------------
 
@@ -523,6 +533,15 @@ class RedisEngine(Engine):
             "position", redis_lua.POSITION, keys, [_candidate_epoch(), self.meta_ttl]
         )
         return Position(epoch.decode(), int(seq))
+
+    async def request_snapshot(self, channel: str) -> None:
+        keys = [self.key(channel, "m"), self.key(channel, "h")]
+        args = [_candidate_epoch(), self.meta_ttl]
+        await self._eval("request_snapshot", redis_lua.REQUEST_SNAPSHOT, keys, args)
+        self._wanted.add(channel)  # a publisher on this node knows at once
+
+    def snapshot_wanted(self, channel: str) -> bool:
+        return channel in self._wanted
 
     async def snapshot(self, channel: str) -> Snapshot | None:
         try:

@@ -4,7 +4,8 @@ Keys of one channel (both carry the channel in a ``{hash tag}``, so they share a
 Cluster slot and one script may touch both):
 
 - ``<prefix>{<channel>}:m`` — a hash: ``e`` epoch, ``s`` last seq, and for state channels
-  ``n`` / ``nt`` / ``nd``: the seq, ts and data of the latest snapshot. Its TTL is the
+  ``n`` / ``nt`` / ``nd``: the seq, ts and data of the latest snapshot, and ``w`` while a
+  fresh snapshot is wanted (a node could not start a subscriber from the stored one). Its TTL is the
   engine's ``meta_ttl`` (long): the epoch and the snapshot outlive the history.
 - ``<prefix>{<channel>}:h`` — a stream, one entry per publication, entry id ``<seq>-0``
   (so ``XRANGE key <seq> +`` reads from a seq), fields ``t`` (ts, ms) then ``d`` (data).
@@ -59,7 +60,7 @@ end
 #: KEYS: meta, stream. ARGV: 1 data, 2 ts, 3 cutoff (ms; older history is trimmed),
 #: 4 history size, 5 history ttl (ms), 6 meta ttl (s), 7 candidate epoch,
 #: 8 pub/sub channel, 9 "1" when a snapshot follows, 10 snapshot.
-#: Returns {epoch, seq}.
+#: Returns {epoch, seq, wanted}: wanted is 1 when a fresh snapshot is asked for.
 PUBLISH = (
     _COMMON
     + """
@@ -85,14 +86,17 @@ if size > 0 then
   trim_by_age(stream, tonumber(ARGV[3]))
   redis.call('PEXPIRE', stream, ARGV[5])
 end
+local wanted = 0
 if ARGV[9] == '1' then
   redis.call('HSET', meta, 's', seq, 'n', seq, 'nt', ts, 'nd', ARGV[10])
+  redis.call('HDEL', meta, 'w')
 else
   redis.call('HSET', meta, 's', seq)
+  if redis.call('HEXISTS', meta, 'w') == 1 then wanted = 1 end
 end
 redis.call('EXPIRE', meta, meta_ttl)
 redis.call('PUBLISH', ARGV[8], epoch .. ' ' .. seq .. ' ' .. ts .. ' ' .. ARGV[1])
-return {epoch, seq}
+return {epoch, seq, wanted}
 """
 )
 
@@ -102,6 +106,17 @@ POSITION = (
     + """
 local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 return {epoch, tonumber(redis.call('HGET', KEYS[1], 's') or '0')}
+"""
+)
+
+#: KEYS: meta, stream. ARGV: 1 candidate epoch, 2 meta ttl (s). Marks a fresh snapshot
+#: as wanted; the next publication without one answers wanted = 1.
+REQUEST_SNAPSHOT = (
+    _COMMON
+    + """
+ensure_epoch(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'w', 1)
+return 1
 """
 )
 

@@ -33,6 +33,10 @@ from tickwire.model.publication import Position, Publication, Snapshot
 
 log = logging.getLogger(__name__)
 
+#: Publications a state channel's waiting subscribers wait for a usable snapshot before
+#: they go on without one (a publisher that stores no snapshots).
+STATE_WAIT = 8
+
 
 @dataclass(slots=True)
 class HubStats:
@@ -74,6 +78,8 @@ class _ChannelState:
     #: subscribers that were live when they subscribed again: where they stood, to go
     #: on from there if the new subscribe fails (:meth:`Hub.abandon`)
     resume: dict[Connection, Position] = field(default_factory=dict)
+    #: publications that arrived without a snapshot the waiting subscribers could use
+    state_waits: int = 0
 
     def subscriber_count(self) -> int:
         return sum(len(c) for c in self.groups.values()) + len(self.pending) + len(self.ahead)
@@ -357,9 +363,12 @@ class Hub:
             snap = await engine.snapshot(st.name)
             if snap is not None:
                 res = await engine.history(st.name, Position(snap.epoch, snap.seq))
-                replay = res.publications if res.recovered else []
-                recovered = None if since is None else False
-                return Catchup(st.name, res.position, recovered, snap, replay)
+                if res.recovered:
+                    recovered = None if since is None else False
+                    return Catchup(st.name, res.position, recovered, snap, res.publications)
+            # no snapshot, or history no longer reaches back to it (the snapshot at S
+            # then live S+k would be a gap): the subscriber waits for a fresh one
+            await engine.request_snapshot(st.name)
         position = await engine.position(st.name)
         return Catchup(st.name, position, None if since is None else False, None, [])
 
@@ -443,8 +452,10 @@ class Hub:
         return True
 
     async def _send_state(self, st: _ChannelState, held: set[Connection]) -> None:
-        """The first publication of a state channel arrived: start the held subscribers
-        from the snapshot stored with it."""
+        """A publication of a state channel arrived while subscribers wait for a snapshot
+        they can start from: start them from the one stored (if it now serves), else wait
+        for the next publication. A publisher that never stores one (after
+        :data:`STATE_WAIT` publications) lets them go on without."""
         try:
             catchup = await self._catchup(st, None)
         except Exception:
@@ -452,8 +463,18 @@ class Hub:
             for conn in held:
                 conn.close(CLOSE_SHUTDOWN, "channel unavailable")
             return
+        if catchup.snapshot is None:
+            st.state_waits += 1
+            if st.state_waits < STATE_WAIT:
+                for conn in held:
+                    if conn in st.pending and not conn.closed:
+                        st.awaiting_state.add(conn)
+                return
+            log.warning(
+                "%s: no snapshot after %d publications; going on without", st.name, STATE_WAIT
+            )
+        st.state_waits = 0
         for conn in held:
-            # a publisher that stores no snapshot on a state channel: go on without one
             self.go_live(conn, catchup, need_state=False)
 
     def _unlive(self, st: _ChannelState, conn: Connection) -> None:
