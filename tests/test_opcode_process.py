@@ -127,7 +127,9 @@ async def test_the_whole_instamrkt_flow_against_a_real_process(tmp_path: Path) -
         first = Stream(c)
         await first.until({BOOK: 5, TRADES: 2})
         assert first.msgs[BOOK][0]["res"] == 301
-        assert first.msgs[BOOK][0]["seq"] == sub["channels"][0]["seq"]
+        # the snapshot new subscribers start from is stored every book_snapshot_every
+        # updates: the ones after it follow, up to the position the reply named and on
+        assert first.msgs[BOOK][0]["seq"] <= sub["channels"][0]["seq"]
 
         # a witness on the main port's path stays connected throughout
         w = await OpClient.connect(http, urls["opcode WebSocket"] + digest_query("alice", key))

@@ -373,10 +373,10 @@ async def test_challenge_flow_answers_with_the_seed_messages(
 async def test_reset_sends_a_sequence_gap_then_a_new_snapshot(
     idp: IdentityProvider, tmp_path: Path
 ) -> None:
-    async with ranger_gateway(idp, tmp_path, ranger_challenge=False, history_size=3) as (
-        gw,
-        market,
-    ):
+    # a snapshot with every update, so the new snapshot alone shows the book as of the reset
+    async with ranger_gateway(
+        idp, tmp_path, ranger_challenge=False, history_size=3, book_snapshot_every=1
+    ) as (gw, market):
         await market.apply_book("BTC-USD", bids=[["100", "1"]], asks=[["101", "1"]])
         c = await connect(gw, streams=["btcusd.ob-inc"])
         await c.recv_key("success")

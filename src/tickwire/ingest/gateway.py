@@ -11,6 +11,7 @@ state before anything is changed or published.
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from tickwire.model.payloads import (
     TradeData,
     UserTradeData,
 )
-from tickwire.model.publication import Publication, now_ms
+from tickwire.model.publication import Position, Publication, now_ms
 from tickwire.model.sentiment import SentimentSettings, SentimentTracker
 from tickwire.model.ticker import Rolling24h
 
@@ -51,6 +52,9 @@ OPEN_STATES = ("pending", "open")
 
 #: ``(channel, data, snapshot)`` ready for :meth:`Engine.publish`.
 Item = tuple[str, bytes, bytes | None]
+
+#: Puts back a piece of state an operation changed (run newest first on failure).
+Undo = Callable[[], None]
 
 SIDES: tuple[str, ...] = get_args(Side)
 ORDER_TYPES: tuple[str, ...] = get_args(OrderType)
@@ -87,6 +91,11 @@ class GatewaySettings:
     book_max_levels: int = 10_000
     #: Levels per side in the ``book:<market>`` snapshot new subscribers start from.
     book_snapshot_depth: int = 1_000
+    #: Book publications between stored snapshots (keep it below the engine's history
+    #: size, so that history reaches back to the last snapshot).
+    book_snapshot_every: int = 100
+    #: ...or fewer, once the updates since the last snapshot add up to this many bytes.
+    book_snapshot_bytes: int = 65_536
     #: How far (ms) an event's ``ts`` may lie ahead of the server clock.
     max_future_ms: int = 60_000
     #: Milliseconds between ``ticker_batch:<market>`` publications (the latest ticker, when
@@ -176,10 +185,12 @@ class _MarketState:
         "book_channel",
         "book_loaded",
         "book_local",
+        "bytes_since_snapshot",
         "candle_channels",
         "candles",
         "last_trade_id",
         "market",
+        "pubs_since_snapshot",
         "stats",
         "ticker_batch_channel",
         "ticker_channel",
@@ -198,6 +209,10 @@ class _MarketState:
         self.book = OrderBook(max_levels, render)
         self.book_loaded = False
         self.book_local = False
+        #: book publications (and their bytes) since the last stored snapshot; None
+        #: until this gateway stored one (its first publication always stores one)
+        self.pubs_since_snapshot: int | None = None
+        self.bytes_since_snapshot = 0
         self.stats = Rolling24h()
         self.candles = [CandleSeries(iv) for iv in CANDLE_INTERVALS]
         self.last_trade_id = 0
@@ -586,17 +601,35 @@ class Gateway:
         :meth:`run` calls this every second."""
         now = self.clock() if now is None else now
         async with self._lock:
+            undo: list[Undo] = []
             items: list[Item] = []
-            for ticker, tracker in self._sentiment.items():
-                items.extend(self._sentiment_items(ticker, tracker.advance(now)))
-            if now >= self._next_batch:
-                self._next_batch = now + self.settings.ticker_batch_ms
-                for st in self._states.values():
-                    raw = st.ticker_unbatched
-                    if raw is not None:
+            try:
+                for ticker in list(self._sentiment):
+                    tracker = self._sentiment_tracker(ticker, now, undo)
+                    items.extend(self._sentiment_items(ticker, tracker.advance(now)))
+                if now >= self._next_batch:
+                    next_batch = self._next_batch
+                    self._next_batch = now + self.settings.ticker_batch_ms
+                    batched = [
+                        (st, st.ticker_unbatched)
+                        for st in self._states.values()
+                        if st.ticker_unbatched is not None
+                    ]
+
+                    def unbatch() -> None:
+                        self._next_batch = next_batch
+                        for st, raw in batched:
+                            st.ticker_unbatched = raw
+
+                    undo.append(unbatch)
+                    for st, raw in batched:
                         st.ticker_unbatched = None
+                        assert raw is not None
                         items.append((st.ticker_batch_channel, raw, raw))
-            return await self._emit(items)
+                return await self._emit(items)
+            except BaseException:
+                _roll_back(undo)
+                raise
 
     async def run(self, interval: float = 1.0) -> None:
         """Call :meth:`tick` every ``interval`` seconds until cancelled."""
@@ -607,7 +640,8 @@ class Gateway:
     async def publish_ops(self, ops: Sequence[Op]) -> list[Publication]:
         """Apply and publish ``ops`` in order, all or nothing. Raises
         :class:`IngestError` (with ``index`` for batches) and changes nothing if any
-        operation is refused."""
+        operation is refused; raises the engine's :class:`EngineError` (and changes
+        nothing, the in-memory state rolled back) if the engine did not take them."""
         async with self._lock:
             for op in ops:
                 if isinstance(op, BookOp | TradeOp):
@@ -616,14 +650,20 @@ class Gateway:
                     await self._load_orders(op.user_id)
             if len(ops) > 1:
                 self._validate(ops)
+            undo: list[Undo] = []
             items: list[Item] = []
-            for i, op in enumerate(ops):
-                try:
-                    items.extend(self._commit(op))
-                except IngestError as exc:
-                    exc.index = i if len(ops) > 1 else None
-                    raise
-            return await self._emit(items)
+            try:
+                for i, op in enumerate(ops):
+                    try:
+                        items.extend(self._commit(op, undo))
+                    except IngestError as exc:
+                        exc.index = i if len(ops) > 1 else None
+                        raise
+                return await self._emit(items)
+            except BaseException:
+                # refused, or the engine did not take it: as if nothing had happened
+                _roll_back(undo)
+                raise
 
     async def book_view(self, market_id: str, depth: int) -> BookView:
         """The book of ``market_id`` to ``depth`` levels per side and the seq of the
@@ -639,14 +679,20 @@ class Gateway:
                     self._rows(st, st.book.asks(depth)),
                 )
                 return BookView(market.id, pos.epoch, pos.seq, bids, asks, st.book.checksum())
-        # Another process publishes this book: answer from the engine's snapshot.
-        snap = await self.engine.snapshot(channel)
-        if snap is None:
+        # Another process publishes this book: rebuild it from the engine's snapshot and
+        # the updates after it.
+        stored = await self._stored_book(st if st is not None else self._state(market))
+        if stored is None:
             pos = await self.engine.position(channel)
             return BookView(market.id, pos.epoch, pos.seq, [], [], 0)
-        data = _decode_book(snap.data)
+        book, pos = stored
         return BookView(
-            market.id, snap.epoch, snap.seq, data.bids[:depth], data.asks[:depth], data.checksum
+            market.id,
+            pos.epoch,
+            pos.seq,
+            [(market.price(p), market.size(q)) for p, q in book.bids(depth)],
+            [(market.price(p), market.size(q)) for p, q in book.asks(depth)],
+            book.checksum(),
         )
 
     # --- state -------------------------------------------------------------------------------
@@ -658,20 +704,47 @@ class Gateway:
         return st
 
     async def _load(self, st: _MarketState) -> None:
-        """Continue the book from the engine's snapshot the first time we touch it."""
+        """Continue the book from the engine (its snapshot plus the updates after it)
+        the first time we touch it."""
         if st.book_loaded:
             return
-        snap = await self.engine.snapshot(st.book_channel)
+        stored = await self._stored_book(st)
         st.book_loaded = True
-        if snap is None:
+        if stored is None:
             return
+        book, _ = stored
+        st.book.replace(book.bids(), book.asks())
+        st.top = (st.book.best_bid(), st.book.best_ask())
+
+    async def _stored_book(self, st: _MarketState) -> tuple[OrderBook, Position] | None:
+        """The book as the engine holds it: the last snapshot with every update after it
+        applied, and the position it corresponds to. None without a readable snapshot;
+        the snapshot alone when history no longer reaches back to it (the first
+        publication of this gateway stores a fresh snapshot then)."""
+        channel = st.book_channel
+        snap = await self.engine.snapshot(channel)
+        if snap is None:
+            return None
+        book = OrderBook(self.settings.book_max_levels)
         try:
             data = _decode_book(snap.data)
             op = self.book_op(st.market.id, data.bids, data.asks)
-            st.book.replace(op.bids, op.asks)
+            book.replace(op.bids, op.asks)
         except (msgspec.DecodeError, IngestError, BookError):
-            return  # a snapshot we cannot read: start from an empty book
-        st.top = (st.book.best_bid(), st.book.best_ask())
+            return None  # a snapshot we cannot read: start from an empty book
+        position = Position(snap.epoch, snap.seq)
+        res = await self.engine.history(channel, position)
+        if not res.recovered:
+            return book, position
+        for pub in res.publications:
+            try:
+                delta = _decode_book(pub.data)
+                op = self.book_op(st.market.id, delta.bids, delta.asks)
+                book.apply(op.bids, op.asks)
+            except (msgspec.DecodeError, IngestError, BookError):
+                break  # not ours: the book as of the last update we could read
+            position = Position(pub.epoch, pub.seq)
+        return book, position
 
     async def _load_orders(self, user_id: str) -> None:
         """Continue a user's open orders from the engine's snapshot the first time."""
@@ -746,22 +819,46 @@ class Gateway:
         message = exc.message_at(op.market.price) if book else exc.message  # type: ignore[union-attr]
         return IngestError(exc.code, message, field=fld, index=index)
 
-    def _commit(self, op: Op) -> list[Item]:
+    def _commit(self, op: Op, undo: list[Undo]) -> list[Item]:
+        """Apply ``op`` to the state and return what to publish; appends to ``undo``
+        what puts the state back."""
         if isinstance(op, BookOp):
-            return self._commit_book(op)
+            return self._commit_book(op, undo)
         if isinstance(op, TradeOp):
-            return self._commit_trade(op)
+            return self._commit_trade(op, undo)
         if isinstance(op, OrderOp):
             return self._order_items(op)
         if isinstance(op, UserTradeOp):
             return [(f"user:{op.user_id}:trades", _encode(op.trade), None)]
-        tracker = self._sentiment.get(op.ticker)
-        if tracker is None:
-            tracker = self._sentiment[op.ticker] = SentimentTracker(
-                op.ticker, self.settings.sentiment
-            )
+        tracker = self._sentiment_tracker(op.ticker, op.ts, undo)
         events = tracker.add(op.ts, op.user_id, op.sentiment, op.user_score)
         return self._sentiment_items(op.ticker, events)
+
+    def _sentiment_tracker(self, ticker: str, ts: int, undo: list[Undo]) -> SentimentTracker:
+        """``ticker``'s tracker, with a way back to its state before a message (or a
+        tick) at ``ts`` in ``undo``."""
+        trackers = self._sentiment
+        tracker = trackers.get(ticker)
+        if tracker is None:
+            tracker = trackers[ticker] = SentimentTracker(ticker, self.settings.sentiment)
+
+            def forget() -> None:
+                trackers.pop(ticker, None)
+
+            undo.append(forget)
+            return tracker
+        back = tracker.checkpoint(ts)
+        if back is not None:
+            undo.append(back)
+            return tracker
+        # the message closes a period (about once a second): keep a copy to go back to
+        saved = copy.deepcopy(tracker)
+
+        def restore() -> None:
+            trackers[ticker] = saved
+
+        undo.append(restore)
+        return tracker
 
     @staticmethod
     def _sentiment_items(ticker: str, events: Iterable[SentimentData]) -> list[Item]:
@@ -773,7 +870,7 @@ class Gateway:
         price, size = st.market.price, st.market.size
         return [(price(p), size(s)) for p, s in levels]
 
-    def _commit_book(self, op: BookOp) -> list[Item]:
+    def _commit_book(self, op: BookOp, undo: list[Undo]) -> list[Item]:
         st = self._states[op.market.id]
         book = st.book
         try:
@@ -782,28 +879,51 @@ class Gateway:
             raise self._refusal(op, exc, None) from None
         if change.empty:
             return []
+        saved = (st.book_local, st.top, st.pubs_since_snapshot, st.bytes_since_snapshot)
+        unbatched = st.ticker_unbatched
+
+        def back() -> None:
+            book.revert(change)
+            st.book_local, st.top, st.pubs_since_snapshot, st.bytes_since_snapshot = saved
+            st.ticker_unbatched = unbatched
+
+        undo.append(back)
         st.book_local = True
         checksum = book.checksum()
-        data = BookData(self._rows(st, change.bids), self._rows(st, change.asks), checksum)
-        depth = self.settings.book_snapshot_depth
-        # The snapshot is BookData too, assembled from the book's cached level renderings.
-        snap = b"".join(
-            (
-                b'{"bids":[',
-                b",".join(book.rendered(True, depth)),
-                b'],"asks":[',
-                b",".join(book.rendered(False, depth)),
-                b'],"checksum":%d}' % checksum,
+        data = _encode(BookData(self._rows(st, change.bids), self._rows(st, change.asks), checksum))
+        snap: bytes | None = None
+        settings = self.settings
+        since = st.pubs_since_snapshot
+        if (
+            since is None
+            or op.reset
+            or since + 1 >= settings.book_snapshot_every
+            or st.bytes_since_snapshot + len(data) >= settings.book_snapshot_bytes
+            or self.engine.snapshot_wanted(st.book_channel)
+        ):
+            depth = settings.book_snapshot_depth
+            # BookData too, assembled from the book's cached level renderings
+            snap = b"".join(
+                (
+                    b'{"bids":[',
+                    b",".join(book.rendered(True, depth)),
+                    b'],"asks":[',
+                    b",".join(book.rendered(False, depth)),
+                    b'],"checksum":%d}' % checksum,
+                )
             )
-        )
-        items: list[Item] = [(st.book_channel, _encode(data), snap)]
+            st.pubs_since_snapshot, st.bytes_since_snapshot = 0, 0
+        else:
+            st.pubs_since_snapshot = since + 1
+            st.bytes_since_snapshot += len(data)
+        items: list[Item] = [(st.book_channel, data, snap)]
         top = (book.best_bid(), book.best_ask())
         if top != st.top:
             st.top = top
             items.append(self._ticker_item(st))
         return items
 
-    def _commit_trade(self, op: TradeOp) -> list[Item]:
+    def _commit_trade(self, op: TradeOp, undo: list[Undo]) -> list[Item]:
         st = self._states[op.market.id]
         try:
             for series in st.candles:
@@ -811,6 +931,16 @@ class Gateway:
         except CandleError as exc:
             raise self._refusal(op, exc, None) from None
         mk = op.market
+        last_trade_id, unbatched = st.last_trade_id, st.ticker_unbatched
+        backs = [series.checkpoint() for series in st.candles]
+        backs.append(st.stats.checkpoint(op.ts))
+
+        def back() -> None:
+            st.last_trade_id, st.ticker_unbatched = last_trade_id, unbatched
+            for b in backs:
+                b()
+
+        undo.append(back)
         if op.id is None:
             st.last_trade_id += 1
             trade_id = st.last_trade_id
@@ -874,5 +1004,12 @@ class Gateway:
         return (st.ticker_channel, raw, raw)
 
     async def _emit(self, items: Sequence[Item]) -> list[Publication]:
-        publish = self.engine.publish
-        return [await publish(channel, data, snapshot=snap) for channel, data, snap in items]
+        """Everything one call produced, in one engine call (all or nothing)."""
+        if not items:
+            return []
+        return await self.engine.publish_many(items)
+
+
+def _roll_back(undo: list[Undo]) -> None:
+    for back in reversed(undo):
+        back()

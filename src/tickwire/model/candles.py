@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from tickwire.model.channels import CANDLE_INTERVALS
 
@@ -45,6 +46,20 @@ class CandleSeries:
     def start_of(self, ts: int) -> int:
         """The start (ms) of the candle holding time ``ts``."""
         return ts - ts % self.length_ms
+
+    def checkpoint(self) -> Callable[[], None]:
+        """A function that puts the open candle back as it is now."""
+        current = self.current
+        saved = None if current is None else replace(current)
+
+        def undo() -> None:
+            if current is not None and saved is not None:
+                current.high, current.low, current.close = saved.high, saved.low, saved.close
+                current.volume, current.trades = saved.volume, saved.trades
+                current.last_ts = saved.last_ts
+            self.current = current
+
+        return undo
 
     def check(self, ts: int) -> None:
         """Raise ``trade_out_of_order`` if a trade at ``ts`` belongs to a closed candle."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tickwire.model.payloads import CrowdSentiment, MarketSentiment, SentimentData, UserSentiment
@@ -256,6 +257,26 @@ class SentimentTracker:
             mp.n += 1
         events.append(UserSentiment(ts, self.ticker, user_id, sentiment, user_score))
         return events
+
+    def closes_period(self, ts: int) -> bool:
+        """True when :meth:`add` or :meth:`advance` at ``ts`` would close a period (or
+        open the first): the rolling windows change, not only the open accumulators."""
+        if self._crowd_open is None or self._mp_open is None:
+            return True
+        return ts - ts % SECOND_MS > self._mp_open or ts - ts % MINUTE_MS > self._crowd_open
+
+    def checkpoint(self, ts: int) -> Callable[[], None] | None:
+        """A function that puts the open periods back as they are now, before a message
+        at ``ts`` (O(1)); None when that message closes a period (copy the tracker)."""
+        if self.closes_period(ts):
+            return None
+        crowd, mp = self._crowd, self._mp
+        saved = (crowd.count, crowd.total, mp.ws, mp.w, mp.n, self._crowd_last, self._mp_last)
+
+        def undo() -> None:
+            crowd.count, crowd.total, mp.ws, mp.w, mp.n, self._crowd_last, self._mp_last = saved
+
+        return undo
 
     def advance(self, now: int) -> list[SentimentData]:
         """Close every period that ended by ``now``; returns their points in order of

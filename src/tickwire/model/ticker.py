@@ -7,7 +7,8 @@ The window is the 1440 one-minute buckets ending with the minute of the newest t
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 BUCKET_MS = 60_000
 WINDOW_BUCKETS = 1440
@@ -72,6 +73,49 @@ class Rolling24h:
         self._quote_volume += price * size
         if self.last_ts is None or ts >= self.last_ts:
             self.last_price, self.last_size, self.last_ts = price, size, ts
+
+    def checkpoint(self, ts: int) -> Callable[[], None]:
+        """A function that puts the statistics back as they are now, before a trade at
+        ``ts`` is added. O(1) within a minute; a trade opening a new minute copies the
+        (at most 1440) bucket references."""
+        buckets = self._buckets
+        scalars = (
+            self._volume,
+            self._quote_volume,
+            self._closed_high,
+            self._closed_low,
+            self.last_price,
+            self.last_size,
+            self.last_ts,
+        )
+        start = ts - ts % self.bucket_ms
+        if buckets and start <= buckets[-1].start:
+            last, saved = buckets[-1], replace(buckets[-1])
+
+            def undo_within() -> None:
+                last.high, last.low = saved.high, saved.low
+                last.volume, last.quote_volume = saved.volume, saved.quote_volume
+                self._restore(scalars)
+
+            return undo_within
+        kept = deque(buckets)
+
+        def undo_new_minute() -> None:
+            self._buckets = kept
+            self._restore(scalars)
+
+        return undo_new_minute
+
+    def _restore(self, scalars: tuple[int | None, ...]) -> None:
+        (
+            self._volume,
+            self._quote_volume,
+            self._closed_high,
+            self._closed_low,
+            self.last_price,
+            self.last_size,
+            self.last_ts,
+        ) = scalars  # type: ignore[assignment]
 
     def _expire(self, newest_start: int) -> None:
         oldest_kept = newest_start - (self.window_buckets - 1) * self.bucket_ms

@@ -187,6 +187,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     book_max_levels: int = 10_000
     #: Levels per side in the book snapshot new subscribers start from.
     book_snapshot_depth: int = 1000
+    #: Book publications between stored snapshots (at most ``history_size - 1`` apply).
+    book_snapshot_every: int = 100
+    #: ...or fewer, once the updates since the last snapshot add up to these bytes.
+    book_snapshot_bytes: int = 65_536
     #: Sentiment window lengths by name (``crowd_ma_window = 15``, ...; TOML only).
     sentiment_windows: dict[str, int] = msgspec.field(default_factory=dict)
 
@@ -308,6 +312,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("amqp_queue_ttl", self.amqp_queue_ttl >= 1, "a number >= 1"),
             ("amqp_queue_max", self.amqp_queue_max >= 1, "an integer >= 1"),
             ("amqp_prefetch", 1 <= self.amqp_prefetch <= 65535, "an integer from 1 to 65535"),
+            ("book_snapshot_every", self.book_snapshot_every >= 1, "an integer >= 1"),
+            ("book_snapshot_bytes", self.book_snapshot_bytes >= 1, "an integer >= 1"),
         ]
         for name, ok, expected in checks:
             if not ok:

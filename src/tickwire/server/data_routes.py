@@ -316,9 +316,7 @@ def add_data_routes(
                 return _from_ingest(exc)
             except EngineError as exc:
                 log.warning("publish by %s failed in the engine: %s", publisher, exc)
-                return _error(
-                    exc.code, "the engine is unavailable: part of the batch may be published"
-                )
+                return _error(exc.code, "the engine is unavailable: nothing was published; retry")
             result = {"accepted": len(ops), "published": len(pubs)}
             if key is not None:
                 keys.put(key, digest, result)
@@ -390,6 +388,9 @@ def install_market_data(
     settings = GatewaySettings(
         book_max_levels=config.book_max_levels,
         book_snapshot_depth=config.book_snapshot_depth,
+        # history must reach back to the last snapshot for new subscribers
+        book_snapshot_every=max(1, min(config.book_snapshot_every, config.history_size - 1)),
+        book_snapshot_bytes=config.book_snapshot_bytes,
         sentiment=SentimentSettings(**config.sentiment_windows),
     )
     gateway = Gateway(node.engine, registry, settings)
