@@ -167,3 +167,28 @@ async def test_position_of_new_channel_is_stable(engine: tuple[Engine, Recorder]
     c = chan()
     positions = {await eng.position(c) for _ in range(n)}
     assert len(positions) == 1
+
+
+async def test_memory_engine_never_sweeps_on_the_publish_path() -> None:
+    """Sweeping 100,000 channels inline blocked the loop for ~200 ms: the engine sweeps
+    in steps of ``sweep_batch`` channels, off the publish path."""
+    from tickwire.engine import MemoryEngine
+
+    engine = MemoryEngine(HistorySettings(size=10, ttl=1.0), sweep_interval=3600, sweep_batch=100)
+    await engine.start(Recorder())
+    try:
+        old = 1_000  # ms since the epoch: long idle
+        for i in range(2_000):
+            engine.publish_now(f"trades:IDLE{i}", b"{}", ts=old)
+        for _ in range(3_000):  # publications never sweep, whatever their number
+            engine.publish_now("trades:LIVE", b"{}")
+        assert len(engine._streams) == 2_001
+        forgotten = engine.sweep_step()
+        # one step looks at sweep_batch channels (LIVE may be one of them)
+        assert engine.sweep_pending == 2_001 - 100
+        assert 99 <= forgotten <= 100 and len(engine._streams) == 2_001 - forgotten
+        while engine.sweep_pending:
+            engine.sweep_step()
+        assert set(engine._streams) == {"trades:LIVE"}
+    finally:
+        await engine.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -33,19 +35,37 @@ class MemoryEngine(Engine):
 
     name = "memory"
 
-    def __init__(self, settings: HistorySettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: HistorySettings | None = None,
+        *,
+        sweep_interval: float = 1.0,
+        sweep_batch: int = 512,
+    ) -> None:
         self.settings = settings or HistorySettings()
+        #: seconds between passes over every channel (trim by age, forget idle ones),
+        #: done ``sweep_batch`` channels per loop iteration, never on the publish path
+        self.sweep_interval = sweep_interval
+        self.sweep_batch = sweep_batch
         self._streams: dict[str, _Stream] = {}
         self._subscribed: set[str] = set()
         self._handler: EngineHandler | None = None
-        self._published = 0
         self._wanted: set[str] = set()
+        self._sweep_todo: list[str] = []
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, handler: EngineHandler) -> None:
         self._handler = handler
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="tickwire-memory-sweep")
 
     async def close(self) -> None:
         self._handler = None
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
 
     def _stream(self, channel: str) -> _Stream:
         stream = self._streams.get(channel)
@@ -72,9 +92,6 @@ class MemoryEngine(Engine):
         if snapshot is not None:
             stream.snapshot = Snapshot(channel, stream.seq, stream.epoch, ts, msgspec.Raw(snapshot))
             self._wanted.discard(channel)
-        self._published += 1
-        if self._published % 1024 == 0:
-            self.sweep(ts)
         if self._handler is not None and channel in self._subscribed:
             self._handler.on_publication(pub)
         return pub
@@ -138,16 +155,50 @@ class MemoryEngine(Engine):
         return frozenset(self._subscribed)
 
     def sweep(self, now: int | None = None) -> int:
+        """One whole pass at once (for tests and tools: the engine itself sweeps in
+        steps, see :meth:`sweep_step`). Returns how many channels were forgotten."""
+        self._sweep_todo = []
+        forgotten = 0
+        while True:
+            forgotten += self.sweep_step(now, limit=len(self._streams) or 1)
+            if not self._sweep_todo:
+                return forgotten
+
+    def sweep_step(self, now: int | None = None, *, limit: int | None = None) -> int:
         """Trim history by age and forget idle channels without a snapshot that nobody
-        here subscribes to. Returns how many channels were forgotten."""
+        here subscribes to, for at most ``limit`` (``sweep_batch``) channels of the
+        current pass. Returns how many channels were forgotten."""
         now = now_ms() if now is None else now
+        todo = self._sweep_todo
+        if not todo:
+            todo = self._sweep_todo = list(self._streams)
+        n = self.sweep_batch if limit is None else limit
+        batch = todo[-n:]
+        del todo[-n:]
         idle_before = now - int(self.settings.ttl * 1000)
         forgotten = 0
-        for name in list(self._streams):
-            stream = self._streams[name]
+        streams = self._streams
+        for name in batch:
+            stream = streams.get(name)
+            if stream is None:
+                continue
             self._trim(stream, now)
             idle = stream.last_ts < idle_before and stream.snapshot is None
             if idle and name not in self._subscribed:
-                del self._streams[name]
+                del streams[name]
+                self._wanted.discard(name)
                 forgotten += 1
         return forgotten
+
+    @property
+    def sweep_pending(self) -> int:
+        """Channels left in the current sweep pass."""
+        return len(self._sweep_todo)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            self.sweep_step()
+            while self._sweep_todo:
+                await asyncio.sleep(0)  # let publications and fan-out in between steps
+                self.sweep_step()
