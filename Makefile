@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck layers unit tools bench clean install browser jsclients dashboard-screenshot
+.PHONY: demo test test-deep lint typecheck layers unit tools bench clean install browser jsclients dashboard-screenshot
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ tools:
 	@bash tests/ensure_tools.sh
 
 test: lint typecheck layers unit
+
+# The long profile of the property tests (the hub state machine: 1,500 examples of 60
+# steps per engine, ~10-15 min here); TICKWIRE_SM_EXAMPLES / _STEPS override.
+test-deep: $(STAMP)
+	TICKWIRE_DEEP=1 $(PY) -m pytest -q -p no:cacheprovider --hypothesis-show-statistics \
+		tests/test_hub_state_machine.py tests/test_native_fuzz.py $(PYTEST_ARGS)
 
 # The benchmark scenarios with their peers (docs/benchmarks.md), e.g.
 # make bench BENCH_ARGS="fanout --targets tickwire,raw-floor". `tickwire bench` alone is

@@ -57,9 +57,7 @@ async def test_a_failed_resubscribe_keeps_the_live_channel_without_a_gap() -> No
         await c.subscribe("trades:BTC-USD")
         await gw.publish("trades:BTC-USD", {"i": 1})
         assert (await c.recv_type("pub"))["seq"] == 1
-        await c.send(
-            {"id": 9, "op": "subscribe", "channels": ["trades:BTC-USD", "trades:ETH-USD"]}
-        )
+        await c.send({"id": 9, "op": "subscribe", "channels": ["trades:BTC-USD", "trades:ETH-USD"]})
         await gw.publish("trades:BTC-USD", {"i": 2})  # while the request is in flight
         error = await c.recv_type("error", "pub")
         seqs = []

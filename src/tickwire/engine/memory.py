@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -52,20 +51,19 @@ class MemoryEngine(Engine):
         self._handler: EngineHandler | None = None
         self._wanted: set[str] = set()
         self._sweep_todo: list[str] = []
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweep_timer: asyncio.TimerHandle | asyncio.Handle | None = None
 
     async def start(self, handler: EngineHandler) -> None:
         self._handler = handler
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep_loop(), name="tickwire-memory-sweep")
+        if self._sweep_timer is None:
+            loop = asyncio.get_running_loop()
+            self._sweep_timer = loop.call_later(self.sweep_interval, self._sweep_tick, loop)
 
     async def close(self) -> None:
         self._handler = None
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
 
     def _stream(self, channel: str) -> _Stream:
         stream = self._streams.get(channel)
@@ -195,10 +193,11 @@ class MemoryEngine(Engine):
         """Channels left in the current sweep pass."""
         return len(self._sweep_todo)
 
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval)
-            self.sweep_step()
-            while self._sweep_todo:
-                await asyncio.sleep(0)  # let publications and fan-out in between steps
-                self.sweep_step()
+    def _sweep_tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One step of the pass; the next step runs in the next loop iteration (so
+        publications and fan-out run in between), the next pass after the interval."""
+        self.sweep_step()
+        if self._sweep_todo:
+            self._sweep_timer = loop.call_soon(self._sweep_tick, loop)
+        else:
+            self._sweep_timer = loop.call_later(self.sweep_interval, self._sweep_tick, loop)

@@ -33,6 +33,19 @@ from tickwire.model.publication import Position, Publication, Snapshot
 
 log = logging.getLogger(__name__)
 
+#: In ``_ChannelState.resume``: a subscriber that waited for a snapshot, and one that
+#: was not subscribed before.
+_AWAITING = object()
+_NEW = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Restarting:
+    """A subscriber a reset was restarting, with its buffer (in ``resume``)."""
+
+    buffer: list[Publication]
+
+
 #: Publications a state channel's waiting subscribers wait for a usable snapshot before
 #: they go on without one (a publisher that stores no snapshots).
 STATE_WAIT = 8
@@ -75,9 +88,10 @@ class _ChannelState:
     #: subscribers of a state channel that has no snapshot yet (new, or just reset):
     #: held in ``pending`` until the next publication brings one
     awaiting_state: set[Connection] = field(default_factory=set)
-    #: subscribers that were live when they subscribed again: where they stood, to go
-    #: on from there if the new subscribe fails (:meth:`Hub.abandon`)
-    resume: dict[Connection, Position] = field(default_factory=dict)
+    #: subscribers with a subscribe under way: where they stood before (a position,
+    #: waiting for a snapshot, being restarted, or new), to go back to if it fails
+    #: (:meth:`Hub.abandon`); :meth:`Hub.go_live` ends it
+    resume: dict[Connection, object] = field(default_factory=dict)
     #: publications that arrived without a snapshot the waiting subscribers could use
     state_waits: int = 0
 
@@ -247,7 +261,8 @@ class Hub:
         for buffered in st.pending.values():
             buffered.append(pub)
         if st.awaiting_state:
-            held, st.awaiting_state = st.awaiting_state, set()
+            held = {conn: st.pending[conn] for conn in st.awaiting_state if conn in st.pending}
+            st.awaiting_state = set()
             self._spawn(self._send_state(st, held))
         if st.ahead:
             caught_up = [conn for conn, last in st.ahead.items() if last <= pub.seq]
@@ -287,8 +302,10 @@ class Hub:
         conns = [c for group in st.groups.values() for c in group] + list(st.ahead)
         st.groups.clear()
         st.ahead.clear()
-        for conn in conns:
-            st.pending[conn] = []
+        # each restarted subscriber's buffer: a subscribe meanwhile replaces it (and
+        # then starts the subscriber itself)
+        buffers: dict[Connection, list[Publication]] = {conn: [] for conn in conns}
+        st.pending.update(buffers)
         st.gap_buffer = []
         try:
             catchup = await self._catchup(st, None)
@@ -301,7 +318,7 @@ class Hub:
         st.position = catchup.position
         buffered, st.gap_buffer = st.gap_buffer, None
         for conn in conns:
-            if conn in st.pending:
+            if st.pending.get(conn) is buffers[conn]:
                 fmt = conn.fmt
                 payload = fmt.reset(st.name, catchup.position)
                 if payload is None:  # the format cannot say it: the client resubscribes
@@ -332,11 +349,11 @@ class Hub:
             await st.ready
         if conn.closed:
             raise ConnectionError("connection closed")
-        was_live = self.live_position(conn, channel)
+        prior = self._standing(st, conn)
         self._unlive(st, conn)
         st.pending[conn] = []
-        if was_live is not None:
-            st.resume[conn] = was_live
+        # a subscribe under way: what to go back to if it fails (see abandon)
+        st.resume[conn] = _NEW if prior is None else prior
         conn.channels.add(channel)
         try:
             catchup = await self._catchup(st, since)
@@ -382,11 +399,11 @@ class Hub:
         st = self._channels.get(catchup.channel)
         if st is None or conn.closed or conn not in st.pending:
             return
+        st.resume.pop(conn, None)  # its subscribe is done
         if need_state and st.stateful and catchup.snapshot is None and not catchup.recovered:
             st.awaiting_state.add(conn)
             return
         buffered = st.pending.pop(conn)
-        st.resume.pop(conn, None)
         fmt = conn.fmt
         last = -1
         if catchup.snapshot is not None:
@@ -432,16 +449,47 @@ class Hub:
         live on before goes on from where it stood, with what was buffered since, as if
         nothing happened; any other leaves no trace."""
         st = self._channels.get(channel)
-        position = None if st is None else st.resume.pop(conn, None)
-        if st is None or position is None or conn not in st.pending:
-            self.unsubscribe(conn, channel)
+        prior = None if st is None else st.resume.pop(conn, None)
+        if st is None or prior is None:
+            return  # no subscribe of it under way: nothing to undo
+        if prior is _NEW or conn not in st.pending:
+            self.unsubscribe(conn, channel)  # it was new: no trace
             return
+        if prior is _AWAITING:
+            st.awaiting_state.add(conn)  # back to waiting for a snapshot
+            return
+        if isinstance(prior, _Restarting):
+            if st.gap_buffer is not None:  # its restart is still under way: it goes on
+                st.pending[conn] = prior.buffer
+                return
+            self.unsubscribe(conn, channel)  # its restart passed it by: tell it to recover
+            conn.close(CLOSE_SHUTDOWN, "channel reset")
+            return
+        assert isinstance(prior, Position)
+        position = prior
         if st.position is not None and st.position.epoch != position.epoch:
             # reset meanwhile: it cannot go on seamlessly; tell it to recover
             self.unsubscribe(conn, channel)
             conn.close(CLOSE_SHUTDOWN, "channel reset")
             return
         self.go_live(conn, Catchup(channel, position, None, None, []), need_state=False)
+
+    @staticmethod
+    def _standing(st: _ChannelState, conn: Connection) -> Position | object | None:
+        """How far ``conn`` got on ``st`` before a new subscribe: the position it was
+        sent everything up to, :data:`_AWAITING` if it waits for a snapshot, None if
+        it is not subscribed yet."""
+        if conn in st.groups.get(conn.fmt, ()):
+            return st.position
+        last = st.ahead.get(conn)
+        if last is not None and st.position is not None:
+            return Position(st.position.epoch, last)
+        if conn in st.awaiting_state:
+            return _AWAITING
+        buffer = st.pending.get(conn)
+        if buffer is not None:
+            return _Restarting(buffer)  # being restarted by a reset
+        return None
 
     def unsubscribe(self, conn: Connection, channel: str) -> bool:
         """Stop sending ``channel`` to ``conn``; False if it was not subscribed."""
@@ -451,7 +499,9 @@ class Hub:
         self._remove(conn, channel)
         return True
 
-    async def _send_state(self, st: _ChannelState, held: set[Connection]) -> None:
+    async def _send_state(
+        self, st: _ChannelState, held: dict[Connection, list[Publication]]
+    ) -> None:
         """A publication of a state channel arrived while subscribers wait for a snapshot
         they can start from: start them from the one stored (if it now serves), else wait
         for the next publication. A publisher that never stores one (after
@@ -463,12 +513,12 @@ class Hub:
             for conn in held:
                 conn.close(CLOSE_SHUTDOWN, "channel unavailable")
             return
+        # a subscriber that subscribed again meanwhile is started by that subscribe
+        held = {c: b for c, b in held.items() if st.pending.get(c) is b and not c.closed}
         if catchup.snapshot is None:
             st.state_waits += 1
             if st.state_waits < STATE_WAIT:
-                for conn in held:
-                    if conn in st.pending and not conn.closed:
-                        st.awaiting_state.add(conn)
+                st.awaiting_state.update(held)
                 return
             log.warning(
                 "%s: no snapshot after %d publications; going on without", st.name, STATE_WAIT
@@ -495,7 +545,7 @@ class Hub:
         st.resume.pop(conn, None)
         if st.subscriber_count() == 0 and st.ready.done():
             del self._channels[channel]
-            self._spawn(self._engine_membership(self.engine.unsubscribe, channel))
+            self._spawn(self._leave(channel))
 
     async def _open_channel(self, channel: str, stateful: bool) -> _ChannelState:
         loop = asyncio.get_running_loop()
@@ -530,6 +580,17 @@ class Hub:
             except Exception:
                 if raise_errors:
                     raise
+                log.exception("engine membership change for %s failed", channel)
+
+    async def _leave(self, channel: str) -> None:
+        """Unsubscribe this node from ``channel`` — unless it has subscribers again by
+        the time it is this change's turn (a later subscribe must not be undone)."""
+        async with self._membership:
+            if channel in self._channels:
+                return
+            try:
+                await self.engine.unsubscribe([channel])
+            except Exception:
                 log.exception("engine membership change for %s failed", channel)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
