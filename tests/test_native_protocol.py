@@ -172,7 +172,11 @@ async def test_http_health_ready_and_metrics() -> None:
         }
         assert values["tickwire_connections"] == 1
         assert values["tickwire_subscriptions"] == 1
-        assert values["tickwire_publications_total"] == 1
+        assert values["tickwire_publications_delivered_total"] == 1
+        assert values['tickwire_publications_ingested_total{kind="trades"}'] == 1
+        assert values['tickwire_connections_by_dialect{dialect="native"}'] == 1
+        assert values["tickwire_delivery_latency_seconds_count"] == 1
+        assert values["tickwire_queue_bytes"] == 0
         assert values["tickwire_frames_out_total"] >= 2  # reply + publication
         assert values["tickwire_bytes_out_total"] > 0
         assert values["tickwire_slow_disconnects_total"] == 0

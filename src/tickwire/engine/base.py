@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
@@ -48,6 +48,21 @@ class HistoryResult(msgspec.Struct, frozen=True):
     publications: list[Publication]
 
 
+@dataclass(slots=True)
+class EngineStats:
+    """What this process published through its engine (read by the metrics endpoint)."""
+
+    #: publications taken by the engine, by channel kind (``trades``, ``book``, ...)
+    published: dict[str, int] = field(default_factory=dict)
+    #: publish calls the engine did not take (each raised an :class:`EngineError`)
+    publish_errors: int = 0
+
+    def count(self, channel: str) -> None:
+        kind = channel.partition(":")[0]
+        published = self.published
+        published[kind] = published.get(kind, 0) + 1
+
+
 class EngineHandler(Protocol):
     """What a node implements to receive publications from its engine."""
 
@@ -65,6 +80,8 @@ class Engine(abc.ABC):
 
     #: Short name used in metrics and logs.
     name: str = "engine"
+    #: Set by each implementation's constructor.
+    stats: EngineStats
 
     @abc.abstractmethod
     async def start(self, handler: EngineHandler) -> None:

@@ -9,7 +9,13 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from tickwire.engine.base import Engine, EngineHandler, HistoryResult, HistorySettings
+from tickwire.engine.base import (
+    Engine,
+    EngineHandler,
+    EngineStats,
+    HistoryResult,
+    HistorySettings,
+)
 from tickwire.model.publication import Position, Publication, Snapshot, now_ms
 
 
@@ -42,6 +48,7 @@ class MemoryEngine(Engine):
         sweep_batch: int = 512,
     ) -> None:
         self.settings = settings or HistorySettings()
+        self.stats = EngineStats()
         #: seconds between passes over every channel (trim by age, forget idle ones),
         #: done ``sweep_batch`` channels per loop iteration, never on the publish path
         self.sweep_interval = sweep_interval
@@ -87,6 +94,7 @@ class MemoryEngine(Engine):
         pub = Publication(channel, stream.seq, stream.epoch, ts, msgspec.Raw(data))
         stream.history.append(pub)
         stream.last_ts = ts
+        self.stats.count(channel)
         if snapshot is not None:
             stream.snapshot = Snapshot(channel, stream.seq, stream.epoch, ts, msgspec.Raw(snapshot))
             self._wanted.discard(channel)

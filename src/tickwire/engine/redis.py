@@ -56,6 +56,7 @@ from tickwire.engine.base import (
     Engine,
     EngineError,
     EngineHandler,
+    EngineStats,
     EngineUnavailable,
     HistoryResult,
     HistorySettings,
@@ -230,6 +231,7 @@ class RedisEngine(Engine):
         if "{" in prefix or "}" in prefix:
             raise ValueError("Redis key prefix must not contain '{' or '}' (hash tags)")
         self.settings = settings or HistorySettings()
+        self.stats = EngineStats()
         self.prefix = prefix
         self.meta_ttl = max(1, int(meta_ttl))
         self.timeout = timeout
@@ -389,7 +391,12 @@ class RedisEngine(Engine):
         self._batch.append((call, fut))
         if len(self._batch) == 1:
             asyncio.get_running_loop().call_soon(self._send_batch)
-        epoch, seq, wanted = await fut
+        try:
+            epoch, seq, wanted = await fut
+        except EngineError:
+            self.stats.publish_errors += 1
+            raise
+        self.stats.count(channel)
         self._note_wanted(channel, snapshot is not None, wanted)
         return Publication(channel, int(seq), epoch.decode(), ts, msgspec.Raw(data))
 
@@ -479,12 +486,18 @@ class RedisEngine(Engine):
         now = now_ms()
         ts = now if ts is None else ts
         calls = [self._publish_args(c, d, s, ts, now) for c, d, s in items]
-        results = await self._pipeline(calls, transaction=True)
+        try:
+            results = await self._pipeline(calls, transaction=True)
+        except EngineError:
+            self.stats.publish_errors += 1
+            raise
         for result in results:
             if isinstance(result, Exception):
+                self.stats.publish_errors += 1
                 raise self._error(result, "publish_many") from result
         pubs = []
         for (channel, data, snap), (epoch, seq, wanted) in zip(items, results, strict=True):
+            self.stats.count(channel)
             self._note_wanted(channel, snap is not None, wanted)
             pubs.append(Publication(channel, int(seq), epoch.decode(), ts, msgspec.Raw(data)))
         return pubs

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -51,11 +53,22 @@ class _Restarting:
 STATE_WAIT = 8
 
 
+#: Upper bounds (seconds) of the delivery-latency histogram's buckets.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+)  # fmt: skip
+
+
 @dataclass(slots=True)
 class HubStats:
     """Counters read by the metrics endpoint."""
 
     publications: int = 0
+    #: publications fanned out, by how long after their timestamp (publication time)
+    #: they were queued for their subscribers' writes of this iteration: one count per
+    #: publication (not per delivery); the last bucket is "slower than 5 s"
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
     frames_out: int = 0
     bytes_out: int = 0
     writes: int = 0
@@ -252,6 +265,10 @@ class Hub:
         st.position = Position(pub.epoch, pub.seq)
         stats = self.stats
         stats.publications += 1
+        if st.groups:  # once per publication, not per delivery
+            latency = max(0.0, time.time() - pub.ts / 1000)
+            stats.latency_counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
+            stats.latency_sum += latency
         # copies: a push over its cap closes that connection, which leaves the group
         for fmt, conns in tuple(st.groups.items()):
             frame = text_frame(fmt.pub(pub), fmt.compressed)

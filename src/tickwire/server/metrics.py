@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from tickwire.hub.hub import LATENCY_BUCKETS
 from tickwire.ingest.amqp import IngestStats
 from tickwire.server.node import Node
 
@@ -26,6 +32,53 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "tickwire_connections", "Open client connections.", value=len(hub.connections)
         )
+        by_dialect: dict[str, int] = {}
+        held = 0
+        for conn in hub.connections:
+            name = conn.fmt.base.name
+            by_dialect[name] = by_dialect.get(name, 0) + 1
+            held += conn.queued + conn.transport.get_write_buffer_size()
+        dialects = GaugeMetricFamily(
+            "tickwire_connections_by_dialect",
+            "Open client connections by dialect.",
+            labels=["dialect"],
+        )
+        for name, n in sorted(by_dialect.items()):
+            dialects.add_metric([name], n)
+        yield dialects
+        yield GaugeMetricFamily(
+            "tickwire_queue_bytes",
+            "Bytes held for clients: queued in the hub plus unsent in their sockets' buffers.",
+            value=held,
+        )
+        engine = self.node.engine.stats
+        ingested = CounterMetricFamily(
+            "tickwire_publications_ingested",
+            "Publications this process published through the engine, by channel kind "
+            "(counted whether or not anyone subscribes).",
+            labels=["kind"],
+        )
+        for kind, n in sorted(engine.published.items()):
+            ingested.add_metric([kind], n)
+        yield ingested
+        yield CounterMetricFamily(
+            "tickwire_publish_errors",
+            "Publish calls the engine did not take (nothing of them was published).",
+            value=engine.publish_errors,
+        )
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, n in zip(LATENCY_BUCKETS, s.latency_counts, strict=False):
+            cumulative += n
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", cumulative + s.latency_counts[-1]))
+        yield HistogramMetricFamily(
+            "tickwire_delivery_latency_seconds",
+            "From a publication's timestamp to its frames queued for this iteration's "
+            "writes to every subscriber (one observation per publication fanned out).",
+            buckets=buckets,
+            sum_value=s.latency_sum,
+        )
         yield GaugeMetricFamily(
             "tickwire_subscriptions",
             "Channel subscriptions held by open connections.",
@@ -35,7 +88,11 @@ class NodeCollector(Collector):
             "tickwire_channels", "Channels with subscribers on this node.", value=hub.channel_count
         )
         counters = [
-            ("publications", "Publications delivered to this node's hub.", s.publications),
+            (
+                "publications_delivered",
+                "Publications this node's hub delivered to its subscribers.",
+                s.publications,
+            ),
             ("frames_out", "WebSocket frames queued to clients.", s.frames_out),
             ("bytes_out", "Bytes written to client sockets.", s.bytes_out),
             ("writes", "Socket writes (coalesced frames) to clients.", s.writes),
