@@ -61,6 +61,14 @@ class NodeCollector(Collector):
         for kind, n in sorted(engine.published.items()):
             ingested.add_metric([kind], n)
         yield ingested
+        reconnects = getattr(self.node.engine, "reconnects", None)
+        if isinstance(reconnects, int):
+            yield CounterMetricFamily(
+                "tickwire_engine_reconnects",
+                "Times the engine's pub/sub connection was re-established (each followed "
+                "by a resync of every channel).",
+                value=reconnects,
+            )
         yield CounterMetricFamily(
             "tickwire_publish_errors",
             "Publish calls the engine did not take (nothing of them was published).",
