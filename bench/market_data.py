@@ -1,7 +1,11 @@
-"""Ingest gateway throughput on the memory engine (no subscribers): book updates at
-several book depths, trades (9 publications each) and sentiment messages.
+"""Ingest gateway cost per operation (no subscribers): a one-level book update at several
+book depths, trades (a trade, its ticker and six candles: nine publications) and
+sentiment messages — on the memory engine and, with ``--redis``, on Redis.
 
-    .venv/bin/python -m bench.market_data [--n 20000]
+The targets (issue 9): a one-level update on a 1,000-level book within 1.5x the cost on
+a 50-level book, on each engine; a trade in one Redis round trip.
+
+    .venv/bin/python -m bench.market_data [--n 20000] [--redis redis://127.0.0.1:6379/0]
 """
 
 from __future__ import annotations
@@ -10,57 +14,147 @@ import argparse
 import asyncio
 import random
 import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from tickwire.engine import MemoryEngine
+from tickwire.engine import Engine, HistorySettings, MemoryEngine
+from tickwire.engine.redis import RedisEngine
 from tickwire.ingest.gateway import Gateway
+from tickwire.model.publication import Publication
 
 
-async def book_updates(levels: int, n: int) -> float:
-    gw = Gateway(MemoryEngine())
-    mid = 6_500_000
-    bids = [(mid - 1 - i, 1000) for i in range(levels)]
-    asks = [(mid + 1 + i, 1000) for i in range(levels)]
-    await gw.apply_book_units("BTC-USD", bids, asks)
-    rng = random.Random(1)
-    start = time.perf_counter()
-    for _ in range(n):
-        price = mid - 1 - rng.randrange(levels)
-        await gw.apply_book_units("BTC-USD", [(price, rng.randint(1, 10**6))], [])
-    return n / (time.perf_counter() - start)
+class Nobody:
+    def on_publication(self, pub: Publication) -> None:
+        pass
+
+    def on_resync(self) -> None:
+        pass
 
 
-async def trades(n: int) -> float:
-    gw = Gateway(MemoryEngine())
-    start = time.perf_counter()
-    for i in range(n):
-        await gw.publish_trade_units("BTC-USD", 6_500_000 + i % 7, 1000, "buy", ts=gw.clock())
-    return n / (time.perf_counter() - start)
+EngineMaker = Callable[[], Awaitable[Engine]]
 
 
-async def sentiment(n: int) -> float:
-    gw = Gateway(MemoryEngine())
-    rng = random.Random(2)
-    t0 = gw.clock() - 10 * n  # messages from the past 10*n ms, in order
-    start = time.perf_counter()
-    for i in range(n):
-        # 100 messages per simulated second: every 100th closes a second (an mp point).
-        await gw.publish_sentiment("AAPL", "u", rng.uniform(-1, 1), 1.0, ts=t0 + i * 10)
-    return n / (time.perf_counter() - start)
+async def book_updates(make: EngineMaker, levels: int, n: int) -> float:
+    engine = await make()
+    try:
+        gw = Gateway(engine)
+        mid = 6_500_000
+        bids = [(mid - 1 - i, 1000) for i in range(levels)]
+        asks = [(mid + 1 + i, 1000) for i in range(levels)]
+        await gw.apply_book_units("BTC-USD", bids, asks)
+        rng = random.Random(1)
+        start = time.perf_counter()
+        for _ in range(n):
+            price = mid - 1 - rng.randrange(levels)
+            await gw.apply_book_units("BTC-USD", [(price, rng.randint(1, 10**6))], [])
+        return n / (time.perf_counter() - start)
+    finally:
+        await engine.close()
 
 
-async def main(n: int) -> None:
-    print("| operation | per second | µs each |")
-    print("|---|---:|---:|")
+async def trades(make: EngineMaker, n: int) -> tuple[float, float]:
+    """(trades per second, engine round trips per trade)."""
+    engine = await make()
+    try:
+        gw = Gateway(engine)
+        trips = _count_round_trips(engine)
+        start = time.perf_counter()
+        for i in range(n):
+            await gw.publish_trade_units("BTC-USD", 6_500_000 + i % 7, 1000, "buy", ts=gw.clock())
+        rate = n / (time.perf_counter() - start)
+        return rate, trips[0] / n
+    finally:
+        await engine.close()
+
+
+def _count_round_trips(engine: Engine) -> list[int]:
+    """Counts engine calls that reach the backing store (Redis: one per pipeline or
+    script call; memory: one per publish_many)."""
+    count = [0]
+    names = ("_pipeline", "_eval") if isinstance(engine, RedisEngine) else ("publish_many",)
+    for name in names:
+        original = getattr(engine, name)
+
+        async def counted(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            count[0] += 1
+            return await _original(*args, **kwargs)
+
+        setattr(engine, name, counted)
+    return count
+
+
+async def sentiment(make: EngineMaker, n: int) -> float:
+    engine = await make()
+    try:
+        gw = Gateway(engine)
+        rng = random.Random(2)
+        t0 = gw.clock() - 10 * n  # messages from the past 10*n ms, in order
+        start = time.perf_counter()
+        for i in range(n):
+            # 100 messages per simulated second: every 100th closes a second (an mp point)
+            await gw.publish_sentiment("AAPL", "u", rng.uniform(-1, 1), 1.0, ts=t0 + i * 10)
+        return n / (time.perf_counter() - start)
+    finally:
+        await engine.close()
+
+
+def memory_engine() -> EngineMaker:
+    async def make() -> Engine:
+        engine = MemoryEngine()
+        await engine.start(Nobody())
+        return engine
+
+    return make
+
+
+class _ScratchRedis(RedisEngine):
+    async def close(self) -> None:
+        keys = [k async for k in self._redis.scan_iter(match=f"{self.prefix}*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await self._redis.unlink(*keys[i : i + 1000])
+        await super().close()
+
+
+def redis_engine(url: str) -> EngineMaker:
+    async def make() -> Engine:
+        prefix = f"twbench:{uuid.uuid4().hex[:8]}:"
+        engine = _ScratchRedis(url, HistorySettings(size=1000, ttl=300), prefix=prefix)
+        await engine.start(Nobody())
+        return engine
+
+    return make
+
+
+async def table(name: str, make: EngineMaker, n: int) -> None:
+    print(f"\n{name}\n")
+    print("| operation | per second | µs each | vs 50 levels |")
+    print("|---|---:|---:|---:|")
+    base = 0.0
     for levels in (50, 200, 1000):
-        rate = await book_updates(levels, n)
-        print(f"| book update, {levels} levels a side | {rate:,.0f} | {1e6 / rate:.1f} |")
-    rate = await trades(n)
-    print(f"| trade (+ ticker + 6 candles) | {rate:,.0f} | {1e6 / rate:.1f} |")
-    rate = await sentiment(n)
-    print(f"| sentiment message | {rate:,.0f} | {1e6 / rate:.1f} |")
+        rate = await book_updates(make, levels, n)
+        base = base or 1e6 / rate
+        cost = 1e6 / rate
+        print(
+            f"| one-level book update, {levels} levels a side | {rate:,.0f} | {cost:.1f} "
+            f"| {cost / base:.2f}x |"
+        )
+    rate, trips = await trades(make, n)
+    what = f"trade (+ ticker + 6 candles), {trips:g} round trip(s)"
+    print(f"| {what} | {rate:,.0f} | {1e6 / rate:.1f} | |")
+    rate = await sentiment(make, n)
+    print(f"| sentiment message | {rate:,.0f} | {1e6 / rate:.1f} | |")
+
+
+async def main(n: int, redis: str | None) -> None:
+    await table("memory engine", memory_engine(), n)
+    if redis:
+        await table(f"Redis engine ({redis})", redis_engine(redis), max(1, n // 5))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=20_000, help="operations per row")
-    asyncio.run(main(parser.parse_args().n))
+    parser.add_argument("--n", type=int, default=20_000, help="operations per row (Redis: n/5)")
+    parser.add_argument("--redis", help="also measure on this Redis (keys deleted afterwards)")
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.redis))

@@ -35,6 +35,34 @@ from tickwire.model.publication import Position, Publication, Snapshot
 
 log = logging.getLogger(__name__)
 
+# The subscriber state machine: everything that changes where one connection stands on
+# one channel (``_ChannelState``) happens in the methods named here.
+#
+#   state      held in              what the connection receives
+#   ---------  -------------------  -------------------------------------------------
+#   live       groups[fmt]          every publication, encoded once per format
+#   pending    pending[conn]        nothing yet: publications buffered until its
+#                                   catch-up is sent (a subscribe or a reset under way)
+#   awaiting   pending + awaiting   nothing yet: a state channel with no usable
+#              _state               snapshot; buffered until a publication brings one
+#   ahead      ahead[conn] = seq    nothing: its catch-up (read from the store) got
+#                                   ahead of this node's live stream; live after seq
+#
+#   from          event                                   to           method
+#   ------------  --------------------------------------  -----------  -----------------
+#   (none), any   subscribe (prior standing -> resume)    pending      subscribe
+#   pending       catch-up sent                           live         go_live
+#   pending       no snapshot to start from               awaiting     go_live
+#   pending       catch-up ahead of the live stream       ahead        go_live
+#   awaiting      a publication brings a usable snapshot  live         _send_state
+#   ahead         live stream reaches its seq             live         _deliver
+#   live, ahead   gap history cannot fill                 pending      _reset (+ reset)
+#   pending       its request failed                      prior/none   abandon
+#   any           unsubscribe, disconnect, close          (none)       _remove
+#
+# A subscriber is never dropped from a channel without being told: the client sees a
+# reply (subscribed / unsubscribed / error), a reset, or a close code.
+
 #: In ``_ChannelState.resume``: a subscriber that waited for a snapshot, and one that
 #: was not subscribed before.
 _AWAITING = object()
