@@ -141,3 +141,40 @@ async def test_a_client_answering_the_close_ends_the_connection_cleanly() -> Non
             assert seen == 50
             assert ws.close_code == 3503
         assert not gw.node.hub.connections
+
+
+async def test_a_client_that_does_not_read_within_the_drain_timeout_is_aborted() -> None:
+    """The documented limit (docs/protocol.md): a cut client's close frame waits
+    ``drain_timeout`` for the client to read it; then the server aborts the connection
+    and holds nothing for it. The client finds its code only if the frame had reached
+    the sockets' kernel buffers by then; otherwise it sees the connection end."""
+    cap = 16 * 1024
+    async with run_gateway(max_queue_bytes=cap, drain_timeout=0.3) as gw:
+        slow = await RawClient.connect(gw.port, rcvbuf=4096)
+        slow.send({"id": 1, "op": "subscribe", "channels": ["trades:BTC-USD"]})
+        opcode, _ = await slow.read_frame()
+        assert opcode == 1
+        conn = server_side(gw, slow)
+        sock = conn.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        published = 0
+        while not conn.closed:
+            await gw.publish("trades:BTC-USD", {"i": published, "pad": "x" * 1000})
+            published += 1
+            assert published < 2000
+        transport = conn.transport
+        assert not transport.is_closing()  # held open for the client to read its code
+        assert conn not in gw.node.hub.connections
+        async with asyncio.timeout(10):
+            # until the drain timeout aborts it (a transport offers no event for that)
+            while not transport.is_closing():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert transport.get_write_buffer_size() == 0  # nothing held for it any more
+        ended = False
+        try:
+            while not ended:
+                opcode, _ = await asyncio.wait_for(slow.read_frame(), 10)
+                ended = opcode == 8
+        except (ConnectionResetError, asyncio.IncompleteReadError):
+            ended = True
+        assert ended
