@@ -418,8 +418,8 @@ class HubMachine(RuleBasedStateMachine):
     @rule(data=st.data(), name=st.sampled_from(CHANNELS))
     def unsubscribe(self, data: st.DataObject, name: str) -> None:
         client = data.draw(st.sampled_from(self.clients))
-        if client.closed_with is not None or client.conn.closed:
-            return
+        if client.closed_with is not None or client.conn.closed or client.inflight:
+            return  # a connection's requests are served one after the other
         self.rid += 1
         rid = self.rid
 
