@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from tickwire.model.channels import CANDLE_INTERVALS
 
@@ -50,14 +50,18 @@ class CandleSeries:
     def checkpoint(self) -> Callable[[], None]:
         """A function that puts the open candle back as it is now."""
         current = self.current
-        saved = None if current is None else replace(current)
+        if current is None:
+
+            def undo_none() -> None:
+                self.current = None
+
+            return undo_none
+        c = current
+        saved = (c.high, c.low, c.close, c.volume, c.trades, c.last_ts)
 
         def undo() -> None:
-            if current is not None and saved is not None:
-                current.high, current.low, current.close = saved.high, saved.low, saved.close
-                current.volume, current.trades = saved.volume, saved.trades
-                current.last_ts = saved.last_ts
-            self.current = current
+            c.high, c.low, c.close, c.volume, c.trades, c.last_ts = saved
+            self.current = c
 
         return undo
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 BUCKET_MS = 60_000
 WINDOW_BUCKETS = 1440
@@ -90,11 +90,11 @@ class Rolling24h:
         )
         start = ts - ts % self.bucket_ms
         if buckets and start <= buckets[-1].start:
-            last, saved = buckets[-1], replace(buckets[-1])
+            last = buckets[-1]
+            saved = (last.high, last.low, last.volume, last.quote_volume)
 
             def undo_within() -> None:
-                last.high, last.low = saved.high, saved.low
-                last.volume, last.quote_volume = saved.volume, saved.quote_volume
+                last.high, last.low, last.volume, last.quote_volume = saved
                 self._restore(scalars)
 
             return undo_within
