@@ -148,3 +148,24 @@ async def test_a_wanted_snapshot_comes_with_the_next_update(started: Engine) -> 
     snap = await started.snapshot("book:BTC-USD")
     assert snap is not None and snap.seq == 3
     assert len(decode(snap, BookData).bids) == 3  # type: ignore[arg-type]
+
+
+async def test_a_failed_sentiment_message_that_closes_periods_changes_nothing(
+    started: Engine,
+) -> None:
+    from tickwire.engine import MemoryEngine
+
+    switch = Switch(started)
+    gw = Gateway(started, clock=Clock())
+    reference = Gateway(MemoryEngine(), clock=Clock())
+    t0 = T0 - 120_000
+    for g in (gw, reference):
+        for i in range(30):
+            await g.publish_sentiment("AAPL", f"u{i}", 0.5 - i / 40, 1.0 + i, ts=t0 + i * 700)
+    switch.on = True
+    with pytest.raises(EngineUnavailable):  # closes seconds and a minute, then fails
+        await gw.publish_sentiment("AAPL", "late", 0.9, 3.0, ts=t0 + 65_000)
+    switch.on = False
+    ours = await gw.publish_sentiment("AAPL", "u", -0.2, 2.0, ts=t0 + 66_000)
+    theirs = await reference.publish_sentiment("AAPL", "u", -0.2, 2.0, ts=t0 + 66_000)
+    assert [p.data for p in ours] == [p.data for p in theirs]

@@ -11,7 +11,6 @@ state before anything is changed or published.
 from __future__ import annotations
 
 import asyncio
-import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -847,17 +846,7 @@ class Gateway:
 
             undo.append(forget)
             return tracker
-        back = tracker.checkpoint(ts)
-        if back is not None:
-            undo.append(back)
-            return tracker
-        # the message closes a period (about once a second): keep a copy to go back to
-        saved = copy.deepcopy(tracker)
-
-        def restore() -> None:
-            trackers[ticker] = saved
-
-        undo.append(restore)
+        undo.append(tracker.checkpoint(ts))
         return tracker
 
     @staticmethod

@@ -95,6 +95,17 @@ class RollingWindow:
             self._pushes = 0
             self._refresh()
 
+    def checkpoint(self) -> Callable[[], None]:
+        """A function that puts the window back as it is now (copies its points: C
+        speed, at most ``size`` references)."""
+        saved = (deque(self.points), self._n, self._mean, self._m2, self._pushes)
+
+        def undo() -> None:
+            points, self._n, self._mean, self._m2, self._pushes = saved
+            self.points = points
+
+        return undo
+
     def _add(self, x: float) -> None:
         self._n += 1
         delta = x - self._mean
@@ -265,16 +276,51 @@ class SentimentTracker:
             return True
         return ts - ts % SECOND_MS > self._mp_open or ts - ts % MINUTE_MS > self._crowd_open
 
-    def checkpoint(self, ts: int) -> Callable[[], None] | None:
-        """A function that puts the open periods back as they are now, before a message
-        at ``ts`` (O(1)); None when that message closes a period (copy the tracker)."""
-        if self.closes_period(ts):
-            return None
+    def checkpoint(self, ts: int) -> Callable[[], None]:
+        """A function that puts the tracker back as it is now, before a message (or an
+        :meth:`advance`) at ``ts``: O(1) unless that closes a period, then a copy of the
+        windows' points (a few hundred references, about once a second)."""
         crowd, mp = self._crowd, self._mp
-        saved = (crowd.count, crowd.total, mp.ws, mp.w, mp.n, self._crowd_last, self._mp_last)
+        saved = (
+            crowd.count,
+            crowd.total,
+            mp.ws,
+            mp.w,
+            mp.n,
+            self._crowd_open,
+            self._crowd_last,
+            self._mp_open,
+            self._mp_last,
+        )
+        windows: list[Callable[[], None]] = []
+        if self.closes_period(ts):
+            for series in (crowd, mp):
+                windows += [series.ma.checkpoint(), series.z.checkpoint(), series.z_ma.checkpoint()]
+            volumes, volume_sum, seconds = (
+                deque(crowd.volumes, crowd.volumes.maxlen),
+                crowd.volume_sum,
+                deque(mp.seconds),
+            )
+
+            def undo_windows() -> None:
+                crowd.volumes, crowd.volume_sum, mp.seconds = volumes, volume_sum, seconds
+
+            windows.append(undo_windows)
 
         def undo() -> None:
-            crowd.count, crowd.total, mp.ws, mp.w, mp.n, self._crowd_last, self._mp_last = saved
+            (
+                crowd.count,
+                crowd.total,
+                mp.ws,
+                mp.w,
+                mp.n,
+                self._crowd_open,
+                self._crowd_last,
+                self._mp_open,
+                self._mp_last,
+            ) = saved
+            for back in windows:
+                back()
 
         return undo
 
