@@ -15,14 +15,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import msgspec
+
 from tickwire.auth import Principal
 from tickwire.dialects.errors import ProtocolError
 from tickwire.hub import WireFormat
-from tickwire.model.channels import Channel
+from tickwire.model.channels import Channel, ChannelError, parse_channel
 from tickwire.model.errors import TickwireError
 from tickwire.model.publication import Position
 
 RequestId = int | str | None
+
+#: The largest seq (and integer id) a client may name: 64-bit signed.
+MAX_SEQ = 2**63 - 1
 
 # -- credentials -----------------------------------------------------------------------
 
@@ -301,3 +306,36 @@ def dialect_error(exc: TickwireError, request_id: RequestId = None) -> ProtocolE
     if isinstance(exc, ProtocolError):
         return exc
     return ProtocolError(exc.code, exc.message, request_id)
+
+
+# -- parsing helpers every JSON dialect shares ---------------------------------------------
+
+
+class Since(msgspec.Struct, forbid_unknown_fields=True):
+    """A client's ``since`` position as it arrives: ``{"epoch": …, "seq": …}``."""
+
+    epoch: str
+    seq: int
+
+
+def channel_named(raw: object, rid: RequestId) -> Channel:
+    """The channel a client named, or :class:`ProtocolError` with the channel's own code."""
+    try:
+        return parse_channel(raw)
+    except ChannelError as exc:
+        raise ProtocolError(exc.code, exc.message, rid) from None
+
+
+def parse_since(raw: object, name: str, rid: RequestId) -> Position:
+    """A client's ``since`` for channel ``name``; ``bad_since`` naming what is wrong."""
+    try:
+        since = msgspec.convert(raw, Since)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(
+            "bad_since", f"channel {name!r}: since must be {{epoch, seq}}: {exc}", rid
+        ) from None
+    if not 0 <= since.seq <= MAX_SEQ or not 0 < len(since.epoch) <= 64:
+        raise ProtocolError(
+            "bad_since", f"channel {name!r}: since.seq must be >= 0 and epoch non-empty", rid
+        )
+    return Position(since.epoch, since.seq)

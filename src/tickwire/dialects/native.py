@@ -27,23 +27,19 @@ from tickwire.dialects.base import (
     Token,
     Unsubscribe,
     Unsubscribed,
+    channel_named,
+    parse_since,
 )
 from tickwire.dialects.errors import ProtocolError
 from tickwire.model import boundedjson
-from tickwire.model.channels import Channel, ChannelError, parse_channel
+from tickwire.model.channels import Channel
 from tickwire.model.publication import Position, Publication, Snapshot
 
 # -- inbound -----------------------------------------------------------------------------
 
 
-class Since(msgspec.Struct, forbid_unknown_fields=True):
-    epoch: str
-    seq: int
-
-
 OPS = ("subscribe", "unsubscribe", "ping", "auth", "refresh")
 MAX_TOKEN_LENGTH = 8192
-_MAX_SEQ = 2**63 - 1
 #: Integer request ids are 64-bit signed, as most clients' integers are.
 _MIN_ID, _MAX_ID = -(2**63), 2**63 - 1
 #: Largest frame :func:`parse` decodes (the server refuses larger ones before parsing).
@@ -63,32 +59,11 @@ def _request_id(msg: dict[str, Any]) -> RequestId:
     )
 
 
-def _channel(name: object, rid: RequestId) -> Channel:
-    try:
-        return parse_channel(name)
-    except ChannelError as exc:
-        raise ProtocolError(exc.code, exc.message, rid) from None
-
-
 def _channel_list(msg: dict[str, Any], rid: RequestId) -> list[Any]:
     channels = msg.get("channels")
     if not isinstance(channels, list) or not channels:
         raise ProtocolError("bad_request", "channels must be a non-empty list", rid)
     return channels
-
-
-def _since(raw: object, name: str, rid: RequestId) -> Position:
-    try:
-        since = msgspec.convert(raw, Since)
-    except msgspec.ValidationError as exc:
-        raise ProtocolError(
-            "bad_since", f"channel {name!r}: since must be {{epoch, seq}}: {exc}", rid
-        ) from None
-    if not 0 <= since.seq <= _MAX_SEQ or not 0 < len(since.epoch) <= 64:
-        raise ProtocolError(
-            "bad_since", f"channel {name!r}: since.seq must be >= 0 and epoch non-empty", rid
-        )
-    return Position(since.epoch, since.seq)
 
 
 def parse(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Command:
@@ -117,14 +92,15 @@ def parse(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Command:
                     raise ProtocolError(
                         "bad_request", f"unknown field {sorted(unknown)[0]!r} in channels", rid
                     )
-                channel = _channel(name, rid)
+                channel = channel_named(name, rid)
                 since = raw.get("since")
-                items.append((channel, None if since is None else _since(since, channel.name, rid)))
+                position = None if since is None else parse_since(since, channel.name, rid)
+                items.append((channel, position))
             else:
-                items.append((_channel(raw, rid), None))
+                items.append((channel_named(raw, rid), None))
         return Subscribe(rid, items)
     if op == "unsubscribe":
-        return Unsubscribe(rid, [_channel(raw, rid) for raw in _channel_list(msg, rid)])
+        return Unsubscribe(rid, [channel_named(raw, rid) for raw in _channel_list(msg, rid)])
     if op == "ping":
         return Ping(rid)
     if op in ("auth", "refresh"):

@@ -38,10 +38,12 @@ from tickwire.dialects.base import (
     Subscribed,
     Unsubscribe,
     Unsubscribed,
+    channel_named,
+    parse_since,
 )
 from tickwire.dialects.errors import ProtocolError
 from tickwire.model import boundedjson
-from tickwire.model.channels import Channel, ChannelError, parse_channel
+from tickwire.model.channels import Channel
 from tickwire.model.publication import Position, Publication, Snapshot, now_ms
 
 # -- the tables: every opcode and response code, by name (get_opcodes lists them) ----------
@@ -254,11 +256,6 @@ OPCODE = OpcodeFormat()
 # -- inbound ---------------------------------------------------------------------------------
 
 
-class _Since(msgspec.Struct, forbid_unknown_fields=True):
-    epoch: str
-    seq: int
-
-
 @dataclass(frozen=True, slots=True)
 class Request:
     """A request that parsed: its ``op``, its optional ``id`` and the whole message."""
@@ -332,32 +329,11 @@ def parse_request(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Re
     return Request(op, rid, msg)
 
 
-def _channel(raw: object, rid: RequestId) -> Channel:
-    try:
-        return parse_channel(raw)
-    except ChannelError as exc:
-        raise ProtocolError(exc.code, exc.message, rid) from None
-
-
 def _channels(msg: dict[str, Any], rid: RequestId) -> list[Any]:
     channels = msg.get("channels")
     if not isinstance(channels, list) or not channels:
         raise ProtocolError("bad_request", "channels: must be a non-empty list", rid)
     return channels
-
-
-def _since(raw: object, name: str, rid: RequestId) -> Position:
-    try:
-        since = msgspec.convert(raw, _Since)
-    except msgspec.ValidationError as exc:
-        raise ProtocolError(
-            "bad_since", f"channel {name!r}: since must be {{epoch, seq}}: {exc}", rid
-        ) from None
-    if not 0 <= since.seq <= _MAX_INT or not 0 < len(since.epoch) <= 64:
-        raise ProtocolError(
-            "bad_since", f"channel {name!r}: since.seq must be >= 0 and epoch non-empty", rid
-        )
-    return Position(since.epoch, since.seq)
 
 
 def subscribe_items(msg: dict[str, Any], rid: RequestId) -> list[tuple[Channel, Position | None]]:
@@ -370,11 +346,12 @@ def subscribe_items(msg: dict[str, Any], rid: RequestId) -> list[tuple[Channel, 
                 raise ProtocolError(
                     "bad_request", f"channels: unknown field {sorted(unknown)[0]!r}", rid
                 )
-            channel = _channel(raw.get("channel"), rid)
+            channel = channel_named(raw.get("channel"), rid)
             since = raw.get("since")
-            items.append((channel, None if since is None else _since(since, channel.name, rid)))
+            position = None if since is None else parse_since(since, channel.name, rid)
+            items.append((channel, position))
         else:
-            items.append((_channel(raw, rid), None))
+            items.append((channel_named(raw, rid), None))
     return items
 
 
@@ -431,7 +408,7 @@ class Opcode(Dialect):
             return [Reply(self._logon(rid))]
         if op == SUBSCRIBE:
             return [Subscribe(rid, subscribe_items(req.msg, rid))]
-        channels = [_channel(raw, rid) for raw in _channels(req.msg, rid)]
+        channels = [channel_named(raw, rid) for raw in _channels(req.msg, rid)]
         return [Unsubscribe(rid, channels)]
 
     def _logon(self, rid: RequestId) -> bytes:
