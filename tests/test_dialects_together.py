@@ -1,0 +1,356 @@
+"""Five dialects on one core at once (issue 18): a client of every dialect subscribes to the
+same book and trades of a real ``tickwire serve --demo``, on one node and on two nodes on
+Redis with the clients spread over both.
+
+Each client is its dialect's own (tests/crosskit.py). What is compared, per dialect:
+
+- native: the core seq of every book snapshot and update and of every trade (the SDK's
+  ``Message.seq``), with the trade's id, price and size;
+- coinbase: no seq on the wire (``sequence_num`` counts one connection's messages): each
+  connection's run of ``(side, price, size)`` updates is placed on the native seqs (one
+  placement only), trades by trade id, price and size;
+- ranger: ``sequence`` of ``ob-snap``/``ob-inc`` (the core seq); trades by ``tid``,
+  price, amount;
+- prophit: the core seq from each event's offset (``book:BTC-USD|<epoch>|<seq>``), trades
+  by seq, id, price, size;
+- opcode: ``seq`` of 301/300 for both, trades with id, price, size.
+
+Sizes are compared as strings, a removal's zero written ``"0"`` in every dialect.
+
+A scenario runs once per topology (module-scoped: one server, or one pair of nodes on
+Redis, for every parametrized case) and the cases check what it recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tickwire.auth import Entitlements, KeyKind, create_key, open_key_store
+
+from .conftest import delete_prefix, redis_prefix, require_redis
+from .crosskit import (
+    BOOK,
+    DIALECTS,
+    MARKET,
+    CoinbaseSide,
+    NativeSide,
+    OpcodeSide,
+    ProphitSide,
+    RangerSide,
+    Record,
+    Side,
+    TradeEvent,
+    book_at,
+    check_book_stream,
+    http_book,
+    need_node,
+    reference_updates,
+    with_seqs,
+)
+from .rangerkit import IdentityProvider
+from .services import REDIS_URL
+
+PUBLISH_TOKEN = "cross-dialect-publish-token-0123456789"
+AUTH_SECRET = "cross-dialect-auth-secret-0123456789-0123456789"
+UPDATES = 30  # book updates every client must see past the mark
+
+
+@dataclass
+class Keys:
+    store: Path
+    jwks: str
+    idp: IdentityProvider
+    #: user -> the API secret (POST /jwt, POST /login)
+    secrets: dict[str, str]
+    #: user -> (key name, private key) for client-signed Coinbase JWTs
+    ec: dict[str, tuple[str, str]]
+
+
+async def _make_keys(directory: Path) -> Keys:
+    store_path = directory / "keys.sqlite3"
+    store = open_key_store(str(store_path))
+    await store.open()
+    restricted = Entitlements(kinds=frozenset({"trades"}), symbols=frozenset({MARKET}))
+    secrets: dict[str, str] = {}
+    ec: dict[str, tuple[str, str]] = {}
+    try:
+        for user, ents in (("alice", None), ("bob", None), ("carol", restricted)):
+            made = await create_key(store, kind=KeyKind.SECRET, user_id=user, entitlements=ents)
+            assert made.secret is not None
+            secrets[user] = made.secret
+            signed = await create_key(store, kind=KeyKind.EC, user_id=user, entitlements=ents)
+            assert signed.secret is not None
+            ec[user] = (signed.record.name, signed.secret)
+    finally:
+        await store.close()
+    idp = IdentityProvider()
+    return Keys(store_path, idp.jwks(directory), idp, secrets, ec)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return asyncio.run(_make_keys(tmp_path_factory.mktemp("dialects-keys")))
+
+
+class Serve:
+    """``tickwire serve`` as a child process (started and stopped synchronously, so one
+    serves a whole module)."""
+
+    def __init__(self, keys: Keys, log: Path, *args: str) -> None:
+        env = {
+            **os.environ,
+            "TICKWIRE_KEY_STORE": str(keys.store),
+            "TICKWIRE_PUBLISH_TOKEN": PUBLISH_TOKEN,
+            "TICKWIRE_AUTH_SECRET": AUTH_SECRET,
+            "TICKWIRE_BEARER_JWKS": keys.jwks,
+        }
+        cmd = [sys.executable, "-m", "tickwire", "serve", "--host", "127.0.0.1", "--port", "0"]
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(
+            [*cmd, "--log-level", "warning", *args],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        self.port = 0
+        for line in self.proc.stdout:
+            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+            if "health" in line:
+                break
+        if not self.port:
+            raise AssertionError(f"tickwire serve exited with {self.proc.wait()}")
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.http + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self.log.close()
+
+
+# -- credentials as each dialect's client obtains them ------------------------------------
+
+
+async def gateway_token(session: aiohttp.ClientSession, http: str, secret: str) -> str:
+    basic = base64.b64encode(f"{secret}:".encode()).decode()
+    async with session.post(http + "/jwt", headers={"Authorization": f"Basic {basic}"}) as r:
+        assert r.status == 200, await r.text()
+        token: str = (await r.json())["token"]
+    return token
+
+
+async def session_key(session: aiohttp.ClientSession, http: str, secret: str) -> tuple[str, str]:
+    async with session.post(http + "/login", json={"secret": secret}) as r:
+        assert r.status == 200, await r.text()
+        body = await r.json()
+    return body["id"], body["session_key"]
+
+
+def http_of(ws: str) -> str:
+    return ws.replace("ws://", "http://")
+
+
+@dataclass
+class Outcome:
+    records: dict[str, Record]
+    #: GET /api/v1/book/BTC-USD (depth 1000) taken while every client streamed
+    view: dict[str, Any]
+    #: the native client's book updates by seq: the reference
+    ref: dict[int, Any]
+
+
+async def together(
+    session: aiohttp.ClientSession,
+    keys: Keys,
+    urls: dict[str, list[str]],
+    book_from: Serve,
+) -> Outcome:
+    """Every dialect's client on ``urls[dialect]`` (nodes in the order it tries them) at
+    once; returns what each recorded, and the HTTP book taken meanwhile."""
+    secret = keys.secrets["alice"]
+
+    async def token() -> str:
+        return await gateway_token(session, http_of(urls["native"][0]), secret)
+
+    async def login(attempt: int) -> tuple[str, str]:
+        nodes = urls["opcode"]
+        return await session_key(session, http_of(nodes[attempt % len(nodes)]), secret)
+
+    prophit_token = await gateway_token(session, http_of(urls["prophit"][0]), secret)
+    native = NativeSide([u + "/ws" for u in urls["native"]], token)
+    sides: list[Side] = [
+        native,
+        CoinbaseSide([u + "/ws/coinbase" for u in urls["coinbase"]], keys.ec["alice"]),
+        RangerSide(urls["ranger"], session),
+        ProphitSide(urls["prophit"], prophit_token),
+        OpcodeSide(urls["opcode"], session, login),
+    ]
+    try:
+        # native first: the reference holds every update any later client can see
+        await native.start()
+        await native.rec.wait(lambda: bool(native.rec.book), "the native snapshot")
+        await asyncio.gather(*(s.start() for s in sides[1:]))
+        for s in sides:
+            marks = len(s.rec.book)
+            await s.rec.wait(
+                lambda s=s, marks=marks: (  # type: ignore[misc]
+                    len([e for e in s.rec.book if e.kind == "update"]) >= UPDATES + marks
+                    and len(s.rec.trades) >= 3
+                ),
+                "book updates and trades",
+            )
+        view = await asyncio.to_thread(book_from.get, f"/api/v1/book/{MARKET}?depth=1000")
+        end = view["seq"] + 3
+        await native.rec.wait(lambda: (native.rec.book[-1].seq or 0) >= end, "the native end")
+        ref = reference_updates(native.rec)
+        last_trade = native.rec.trades[-1].id
+        for s in sides[1:]:
+            await s.rec.wait(
+                lambda s=s: (  # type: ignore[misc]
+                    (with_seqs(s.rec, ref)[-1].seq or 0) >= end
+                    and any(t.id == last_trade for t in s.rec.trades)
+                ),
+                "the end of the window",
+            )
+        return Outcome({s.dialect: s.rec for s in sides}, view, ref)
+    finally:
+        await asyncio.gather(*(s.stop() for s in sides), return_exceptions=True)
+
+
+@pytest.fixture(scope="module", params=["one node", "two nodes"])
+def outcome(
+    request: pytest.FixtureRequest, keys: Keys, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Outcome]:
+    need_node()
+    logs = tmp_path_factory.mktemp("dialects-logs")
+    if request.param == "one node":
+        node = Serve(keys, logs / "a.log", "--demo", "--demo-rate", "3")
+        try:
+            urls = {d: [node.ws] for d in DIALECTS}
+
+            async def run() -> Outcome:
+                async with aiohttp.ClientSession() as session:
+                    return await together(session, keys, urls, node)
+
+            yield asyncio.run(run())
+        finally:
+            node.stop()
+        return
+    require_redis()
+    prefix = redis_prefix()
+    engine = f"{REDIS_URL}?prefix={prefix}"
+    # the demo market publishes on A; B only serves: clients of every dialect on both
+    a = Serve(keys, logs / "a.log", "--engine", engine, "--demo", "--demo-rate", "3")
+    b: Serve | None = None
+    try:
+        b = Serve(keys, logs / "b.log", "--engine", engine)
+        spread = {
+            "native": [b.ws, a.ws],
+            "coinbase": [b.ws],
+            "ranger": [a.ws, b.ws],
+            "prophit": [b.ws],
+            "opcode": [a.ws, b.ws],
+        }
+
+        async def run2() -> Outcome:
+            async with aiohttp.ClientSession() as session:
+                return await together(session, keys, spread, b or a)
+
+        yield asyncio.run(run2())
+    finally:
+        if b is not None:
+            b.stop()
+        a.stop()
+        asyncio.run(_forget(prefix))
+
+
+async def _forget(prefix: str) -> None:
+    from tickwire.engine import HistorySettings
+    from tickwire.engine.redis import RedisEngine
+
+    engine = RedisEngine(REDIS_URL, HistorySettings(), prefix=prefix)
+    await delete_prefix(engine)
+    await engine.close()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_every_book_publication_reaches_the_client_once_in_order(
+    outcome: Outcome, dialect: str
+) -> None:
+    rec = outcome.records[dialect]
+    assert rec.errors == []
+    events = with_seqs(rec, outcome.ref)
+    check_book_stream(events, dialect)
+    updates = [e for e in events if e.kind == "update"]
+    assert len(updates) >= UPDATES
+    # identical prices and sizes: every update equals the native client's of that seq
+    for e in updates:
+        assert e.seq in outcome.ref, f"{dialect}: seq {e.seq} the native client never saw"
+        assert e.levels == outcome.ref[e.seq], (dialect, e.seq)
+    assert rec.connections == 1
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_every_trade_reaches_the_client_once_in_order(outcome: Outcome, dialect: str) -> None:
+    ref = outcome.records["native"].trades
+    seqs = [t.seq or 0 for t in ref]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "native trades are not contiguous"
+    got = outcome.records[dialect].trades
+    key = [(t.id, t.price, t.size) for t in ref]
+    start = key.index((got[0].id, got[0].price, got[0].size))
+    n = min(len(got), len(ref) - start)
+    assert n >= 3
+    assert [(t.id, t.price, t.size) for t in got[:n]] == key[start : start + n]
+    assert _seqs_match(got[:n], ref[start : start + n])
+
+
+def _seqs_match(got: list[TradeEvent], ref: list[TradeEvent]) -> bool:
+    """Where the dialect shows the core seq it is the native client's."""
+    return all(g.seq is None or g.seq == r.seq for g, r in zip(got, ref, strict=True))
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_the_rebuilt_book_equals_the_http_book_at_the_same_seq(
+    outcome: Outcome, dialect: str
+) -> None:
+    events = with_seqs(outcome.records[dialect], outcome.ref)
+    at = book_at(events, outcome.view["seq"])
+    assert at is not None, f"{dialect} never held seq {outcome.view['seq']}"
+    assert at == http_book(outcome.view)
+    assert BOOK == f"book:{outcome.view['market']}"
