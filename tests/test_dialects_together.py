@@ -47,6 +47,7 @@ from .crosskit import (
     BOOK,
     DIALECTS,
     MARKET,
+    Balancer,
     CoinbaseSide,
     NativeSide,
     OpcodeSide,
@@ -354,3 +355,163 @@ def test_the_rebuilt_book_equals_the_http_book_at_the_same_seq(
     assert at is not None, f"{dialect} never held seq {outcome.view['seq']}"
     assert at == http_book(outcome.view)
     assert BOOK == f"book:{outcome.view['market']}"
+
+
+# -- failure: kill -9 of the node every client is on ---------------------------------------
+
+
+@dataclass
+class Failover:
+    records: dict[str, Record]
+    view: dict[str, Any]
+    ref: dict[int, Any]
+    #: the native trades' seq when node B was killed
+    killed_at: int
+
+
+async def kill_one_node(session: aiohttp.ClientSession, keys: Keys, a: Serve, b: Serve) -> Failover:
+    """Every dialect's client on B (through a balancer where its client reconnects to one
+    URL); B is killed with SIGKILL under the demo's stream from A; each client finds A by
+    its own reconnect."""
+    secret = keys.secrets["bob"]
+    balancer = Balancer([b.port, a.port])
+    await balancer.start()
+    front = f"ws://127.0.0.1:{balancer.port}"
+    nodes = [b.ws, a.ws]
+
+    async def token() -> str:
+        for node in nodes:
+            try:
+                return await gateway_token(session, http_of(node), secret)
+            except (aiohttp.ClientError, OSError):
+                continue
+        raise AssertionError("no node answers POST /jwt")
+
+    async def login(attempt: int) -> tuple[str, str]:
+        return await session_key(session, http_of(nodes[attempt % 2]), secret)
+
+    native = NativeSide([u + "/ws" for u in nodes], token)
+    sides: list[Side] = [
+        native,
+        CoinbaseSide([front + "/ws/coinbase"], keys.ec["bob"]),
+        RangerSide(nodes, session),
+        ProphitSide([front], await token()),
+        OpcodeSide(nodes, session, login),
+    ]
+    try:
+        await native.start()
+        await native.rec.wait(lambda: bool(native.rec.book), "the native snapshot")
+        await asyncio.gather(*(s.start() for s in sides[1:]))
+        for s in sides:
+            await s.rec.wait(
+                lambda s=s: sum(e.kind == "update" for e in s.rec.book) >= 10,  # type: ignore[misc]
+                "updates before the kill",
+            )
+        killed_at = native.rec.trades[-1].seq or 0
+        b.stop(signal.SIGKILL)
+        for s in sides:
+            await s.rec.wait(
+                lambda s=s: (  # type: ignore[misc]
+                    s.rec.connections >= 2
+                    and sum(e.kind == "update" and e.conn >= 2 for e in s.rec.book) >= 10
+                ),
+                "the reconnect and updates after it",
+            )
+        view = await asyncio.to_thread(a.get, f"/api/v1/book/{MARKET}?depth=1000")
+        end = view["seq"] + 3
+        await native.rec.wait(lambda: (native.rec.book[-1].seq or 0) >= end, "the native end")
+        ref = reference_updates(native.rec)
+        last_trade = native.rec.trades[-1].id
+        for s in sides[1:]:
+            await s.rec.wait(
+                lambda s=s: (  # type: ignore[misc]
+                    (with_seqs(s.rec, ref)[-1].seq or 0) >= end
+                    and any(t.id == last_trade for t in s.rec.trades)
+                ),
+                "the end of the window",
+            )
+        return Failover({s.dialect: s.rec for s in sides}, view, ref, killed_at)
+    finally:
+        await asyncio.gather(*(s.stop() for s in sides), return_exceptions=True)
+        await balancer.stop()
+
+
+@pytest.fixture(scope="module")
+def failover(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Failover]:
+    need_node()
+    require_redis()
+    logs = tmp_path_factory.mktemp("dialects-failover")
+    prefix = redis_prefix()
+    engine = f"{REDIS_URL}?prefix={prefix}"
+    a = Serve(keys, logs / "a.log", "--engine", engine, "--demo", "--demo-rate", "3")
+    b: Serve | None = None
+    try:
+        b = Serve(keys, logs / "b.log", "--engine", engine)
+
+        async def run() -> Failover:
+            assert b is not None
+            async with aiohttp.ClientSession() as session:
+                return await kill_one_node(session, keys, a, b)
+
+        yield asyncio.run(run())
+    finally:
+        if b is not None:
+            b.stop()
+        a.stop()
+        asyncio.run(_forget(prefix))
+
+
+#: what each dialect's client is told after the kill: recovered (the core's ``since``
+#: replay, nothing lost) or a fresh start (a new snapshot, the dialect's resync)
+AFTER_KILL = {
+    "native": "recovered",
+    "coinbase": "snapshot",
+    "ranger": "snapshot",
+    "prophit": "unrecovered",
+    "opcode": "recovered",
+}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_after_kill_9_the_book_goes_on_without_a_gap_or_with_a_resync(
+    failover: Failover, dialect: str
+) -> None:
+    rec = failover.records[dialect]
+    assert rec.errors == []
+    assert rec.connections == 2
+    assert (AFTER_KILL[dialect], 2) in rec.signals
+    events = with_seqs(rec, failover.ref)
+    check_book_stream(events, dialect)  # a snapshot starts each connection's run
+    second = [e for e in events if e.conn == 2]
+    if AFTER_KILL[dialect] == "recovered":  # no new snapshot: the stream simply goes on
+        assert all(e.kind == "update" for e in second)
+    else:
+        assert second[0].kind == "snapshot"
+    for e in events:
+        if e.kind == "update":
+            assert e.levels == failover.ref[e.seq], (dialect, e.seq)  # type: ignore[index]
+    at = book_at(events, failover.view["seq"])
+    assert at == http_book(failover.view)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_after_kill_9_no_trade_is_duplicated_and_none_lost_without_a_signal(
+    failover: Failover, dialect: str
+) -> None:
+    ref = failover.records["native"].trades
+    seqs = [t.seq or 0 for t in ref]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "native lost or doubled a trade"
+    assert seqs[0] < failover.killed_at < seqs[-1]
+    got = failover.records[dialect].trades
+    ids = [t.id for t in got]
+    assert len(set(ids)) == len(ids), f"{dialect}: a trade came twice"
+    key = [(t.id, t.price, t.size) for t in ref]
+    runs = (
+        [[t for t in got if t.conn == c] for c in (1, 2)]
+        if AFTER_KILL[dialect] != "recovered"
+        else [got]
+    )
+    for run in runs:  # each run without a gap; across a resync the gap is told
+        start = key.index((run[0].id, run[0].price, run[0].size))
+        n = min(len(run), len(ref) - start)
+        assert [(t.id, t.price, t.size) for t in run[:n]] == key[start : start + n], dialect
