@@ -150,6 +150,7 @@ class NativeSide(Side):
         await self.client.__aenter__()
         sub = self.client.subscribe(*self.channels)
         await sub.start()
+        self.rec.signals.append(("subscribed", self.rec.connections))
         self.task = asyncio.create_task(self._run(sub))
 
     def _on_event(self, event: object) -> None:
@@ -241,6 +242,8 @@ class CoinbaseSide(Side):
         elif seq != self.last_seq + 1:
             rec.errors.append(f"sequence_num {seq} after {self.last_seq}")
         self.last_seq = seq
+        if msg["channel"] == "subscriptions":
+            rec.signals.append(("subscribed", rec.connections))
         for event in msg.get("events", []):
             if msg["channel"] == "l2_data" and event["product_id"] == MARKET:
                 rows = tuple(
@@ -331,6 +334,8 @@ class RangerSide(Side):
         rec.touch()
         if "error" in msg:
             rec.errors.append(msg)
+        elif "success" in msg:
+            rec.signals.append(("subscribed", conn))
         elif snap := msg.get("btcusd.ob-snap"):
             lv = levels(snap["bids"], snap["asks"])
             rec.book.append(BookEvent("snapshot", snap["sequence"], lv, conn))
@@ -434,6 +439,8 @@ class ProphitSide(Side):
             self.acks.append(line["err"])
             if line["err"] is not None:
                 rec.errors.append(line["err"])
+            else:
+                rec.signals.append(("subscribed", rec.connections))
         elif ev in ("err", "connect_error"):
             rec.errors.append(line)
         elif ev == "res":
@@ -534,6 +541,7 @@ class OpcodeSide(Side):
         res = msg["res"]
         if res == 200:
             self.replies.append(msg)
+            rec.signals.append(("subscribed", conn))
             for c in msg["channels"]:
                 if "recovered" in c:
                     rec.signals.append(("recovered" if c["recovered"] else "unrecovered", conn))

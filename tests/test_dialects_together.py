@@ -31,6 +31,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ import pytest
 
 from tickwire.auth import Entitlements, KeyKind, create_key, open_key_store
 
+from .authkit import coinbase_jwt, load_private
 from .conftest import delete_prefix, redis_prefix, require_redis
 from .crosskit import (
     BOOK,
@@ -63,6 +65,8 @@ from .crosskit import (
     reference_updates,
     with_seqs,
 )
+from .harness import Client
+from .opcodekit import OpClient, digest_query
 from .rangerkit import IdentityProvider
 from .services import REDIS_URL
 
@@ -515,3 +519,224 @@ def test_after_kill_9_no_trade_is_duplicated_and_none_lost_without_a_signal(
         start = key.index((run[0].id, run[0].price, run[0].size))
         n = min(len(run), len(ref) - start)
         assert [(t.id, t.price, t.size) for t in run[:n]] == key[start : start + n], dialect
+
+
+# -- entitlements: one restricted principal, and private channels, in every dialect ------
+
+#: carol's key may read trades of BTC-USD only (``kinds=trades;symbols=BTC-USD``)
+REFUSED = ["book:BTC-USD", "trades:ETH-USD"]
+ALLOWED = "trades:BTC-USD"
+
+
+@pytest.fixture(scope="module")
+def plain(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    node = Serve(keys, tmp_path_factory.mktemp("dialects-auth") / "a.log", "--demo")
+    yield node
+    node.stop()
+
+
+def signed(keys: Keys, user: str) -> str:
+    """A Coinbase JWT as the SDK signs one with ``user``'s key."""
+    name, secret = keys.ec[user]
+    return coinbase_jwt(name, load_private(secret), now=time.time())
+
+
+class EngineIO:
+    """A raw Engine.IO 4 WebSocket session: enough to see the Socket.IO errors' shape."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.acks = 0
+
+    @classmethod
+    async def connect(cls, session: aiohttp.ClientSession, node: Serve, token: str) -> EngineIO:
+        url = f"{node.ws}/socket.io/?EIO=4&transport=websocket&token={token}"
+        ws = await session.ws_connect(url)
+        assert (await ws.receive_str(timeout=10)).startswith("0{")
+        await ws.send_str("40")
+        assert (await ws.receive_str(timeout=10)).startswith("40{")
+        return cls(ws)
+
+    async def emit(self, event: str, arg: Any) -> Any:
+        """``arg``'s ack: None, or the error object."""
+        self.acks += 1
+        await self.ws.send_str(f"42{self.acks}" + json.dumps([event, arg]))
+        while True:
+            text = await self.ws.receive_str(timeout=10)
+            if text == "2":
+                await self.ws.send_str("3")
+            elif text.startswith(f"43{self.acks}["):
+                return json.loads(text[len(f"43{self.acks}") :])[0]
+
+    async def event(self, name: str) -> list[Any]:
+        while True:
+            text = await self.ws.receive_str(timeout=10)
+            if text.startswith("42") and json.loads(text[2:])[0] == name:
+                args: list[Any] = json.loads(text[2:])[1:]
+                return args
+
+
+def endpoint(channel: str) -> dict[str, Any]:
+    kind, market = channel.split(":")
+    return {"path": f"/real-time/{kind}", "method": "GET", "params": {"ticker": market}}
+
+
+async def refusals(
+    dialect: str, session: aiohttp.ClientSession, node: Serve, keys: Keys
+) -> list[tuple[str, Any]]:
+    """(channel, the answer) for every channel of REFUSED and ALLOWED, as carol."""
+    out: list[tuple[str, Any]] = []
+    secret = keys.secrets["carol"]
+    if dialect == "native":
+        token = await gateway_token(session, node.http, secret)
+        client = Client(await session.ws_connect(f"{node.ws}/ws?token={token}"))
+        assert (await client.recv_type("authenticated"))["user"] == "carol"
+        for channel in [*REFUSED, ALLOWED]:
+            out.append((channel, await client.subscribe(channel)))
+        await client.close()
+    elif dialect == "coinbase":
+        ws = await session.ws_connect(f"{node.ws}/ws/coinbase")
+        names = {"book": "level2", "trades": "market_trades"}
+        for channel in [*REFUSED, ALLOWED]:
+            kind, market = channel.split(":")
+            msg = {"type": "subscribe", "channel": names[kind], "product_ids": [market]}
+            await ws.send_str(json.dumps({**msg, "jwt": signed(keys, "carol")}))
+            while True:
+                reply = json.loads(await ws.receive_str(timeout=10))
+                if reply.get("type") == "error" or reply.get("channel") == "subscriptions":
+                    break
+            out.append((channel, reply))
+        await ws.close()
+    elif dialect == "prophit":
+        eio = await EngineIO.connect(session, node, await gateway_token(session, node.http, secret))
+        for channel in [*REFUSED, ALLOWED]:
+            out.append((channel, await eio.emit("subscribe", endpoint(channel))))
+        await eio.ws.close()
+    elif dialect == "opcode":
+        user, key = await session_key(session, node.http, secret)
+        op = await OpClient.connect(session, f"{node.ws}/ws/opcode" + digest_query(user, key))
+        await op.call(100, 100)
+        for channel in [*REFUSED, ALLOWED]:
+            out.append((channel, await op.call(200, 200, 404, channels=[channel])))
+        await op.close()
+    return out
+
+
+def refused_in_shape(dialect: str, answer: Any, channel: str) -> bool:
+    """Whether ``answer`` is ``dialect``'s refusal of ``channel`` for lack of entitlement."""
+    if dialect == "native":
+        return bool(answer["type"] == "error" and answer["code"] == "forbidden")
+    if dialect == "coinbase":
+        return bool(answer.get("type") == "error" and answer["code"] == "forbidden")
+    if dialect == "prophit":
+        shape = {"type": "invalid_request_error", "code": "forbidden", "status": 403}
+        return answer is not None and shape.items() <= answer.items()
+    return bool(answer["res"] == 404 and answer["error"] == "forbidden")  # opcode
+
+
+@pytest.mark.parametrize("dialect", ["native", "coinbase", "prophit", "opcode"])
+async def test_a_restricted_key_is_refused_the_same_channels_in_each_dialects_shape(
+    plain: Serve, keys: Keys, dialect: str
+) -> None:
+    """(ranger's principals come from the identity provider's tokens, which carry no
+    tickwire entitlements: every public stream is readable there, as in Peatio.)"""
+    async with aiohttp.ClientSession() as session:
+        answers = await refusals(dialect, session, plain, keys)
+    for channel, answer in answers:
+        refused = refused_in_shape(dialect, answer, channel)
+        assert refused == (channel in REFUSED), (dialect, channel, answer)
+        if refused:  # the message names what was refused
+            text = json.dumps(answer)
+            assert channel.split(":")[0] in text or channel.split(":")[1] in text, text
+
+
+async def publish(session: aiohttp.ClientSession, node: Serve, events: list[Any]) -> None:
+    headers = {"Authorization": f"Bearer {PUBLISH_TOKEN}"}
+    async with session.post(
+        node.http + "/api/v1/publish", json={"events": events}, headers=headers
+    ) as r:
+        assert r.status == 200, await r.text()
+
+
+def order(user: str, oid: str) -> dict[str, Any]:
+    return {
+        "type": "order",
+        "user_id": user,
+        "id": oid,
+        "market": MARKET,
+        "side": "buy",
+        "state": "open",
+        "size": "0.5",
+        "price": "100",
+    }
+
+
+async def other_users_channel(
+    dialect: str, session: aiohttp.ClientSession, node: Serve, keys: Keys
+) -> Any:
+    """alice names bob's orders where the dialect lets a client name a channel (None where
+    it names no user: Coinbase's ``user`` and ranger's ``order`` are the credential's)."""
+    secret, theirs = keys.secrets["alice"], "user:bob:orders"
+    if dialect == "native":
+        token = await gateway_token(session, node.http, secret)
+        client = Client(await session.ws_connect(f"{node.ws}/ws?token={token}"))
+        await client.recv_type("authenticated")
+        answer = await client.subscribe(theirs)
+        await client.close()
+        assert answer["code"] == "forbidden" and "another user" in answer["message"], answer
+        return answer
+    if dialect == "prophit":
+        eio = await EngineIO.connect(session, node, await gateway_token(session, node.http, secret))
+        answer = await eio.emit("subscribe", {"channels": [theirs]})
+        await eio.ws.close()
+        assert answer["code"] == "forbidden" and answer["status"] == 403, answer
+        return answer
+    if dialect == "opcode":
+        user, key = await session_key(session, node.http, secret)
+        op = await OpClient.connect(session, f"{node.ws}/ws/opcode" + digest_query(user, key))
+        await op.call(100, 100)
+        answer = await op.call(200, 200, 404, channels=[theirs])
+        await op.close()
+        assert answer["res"] == 404 and answer["error"] == "forbidden", answer
+        return answer
+    return None
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_users_private_orders_reach_only_that_user_in_every_dialect(
+    plain: Serve, keys: Keys, dialect: str
+) -> None:
+    mine = "user:alice:orders"
+    async with aiohttp.ClientSession() as session:
+        await other_users_channel(dialect, session, plain, keys)
+        secret = keys.secrets["alice"]
+
+        async def token() -> str:
+            return await gateway_token(session, plain.http, secret)
+
+        async def login(attempt: int) -> tuple[str, str]:
+            return await session_key(session, plain.http, secret)
+
+        side: Side
+        if dialect == "native":
+            side = NativeSide([plain.ws + "/ws"], token, channels=[mine])
+        elif dialect == "coinbase":
+            side = CoinbaseSide([plain.ws + "/ws/coinbase"], keys.ec["alice"], channels=["user"])
+        elif dialect == "ranger":
+            side = RangerSide([plain.ws], session, keys.idp.token("alice"), streams=["order"])
+        elif dialect == "prophit":
+            side = ProphitSide([plain.ws], await token(), subs=[{"channels": [mine]}])
+        else:
+            side = OpcodeSide([plain.ws], session, login, channels=[mine])
+        await side.start()
+        try:
+            await side.rec.wait(lambda: side.rec.connections >= 1, "the connection")
+            theirs, ours = f"o-{dialect}-bob", f"o-{dialect}-alice"
+            await side.rec.wait(lambda: any(k == "subscribed" for k, _ in side.rec.signals), "")
+            # bob's order first, in the same batch: a leak would arrive before alice's
+            await publish(session, plain, [order("bob", theirs), order("alice", ours)])
+            await side.rec.wait(lambda: ours in side.rec.orders, "alice's order")
+            # never bob's (Coinbase's user snapshot holds alice's earlier open orders too)
+            assert [o for o in side.rec.orders if "bob" in o] == []
+        finally:
+            await side.stop()
