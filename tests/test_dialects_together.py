@@ -67,7 +67,7 @@ from .crosskit import (
 )
 from .harness import Client
 from .opcodekit import OpClient, digest_query
-from .rangerkit import IdentityProvider
+from .rangerkit import PUBLIC, IdentityProvider
 from .services import REDIS_URL
 
 PUBLISH_TOKEN = "cross-dialect-publish-token-0123456789"
@@ -116,9 +116,10 @@ class Serve:
     """``tickwire serve`` as a child process (started and stopped synchronously, so one
     serves a whole module)."""
 
-    def __init__(self, keys: Keys, log: Path, *args: str) -> None:
+    def __init__(self, keys: Keys, log: Path, *args: str, **extra: str) -> None:
         env = {
             **os.environ,
+            **extra,
             "TICKWIRE_KEY_STORE": str(keys.store),
             "TICKWIRE_PUBLISH_TOKEN": PUBLISH_TOKEN,
             "TICKWIRE_AUTH_SECRET": AUTH_SECRET,
@@ -525,12 +526,21 @@ def test_after_kill_9_no_trade_is_duplicated_and_none_lost_without_a_signal(
 
 #: carol's key may read trades of BTC-USD only (``kinds=trades;symbols=BTC-USD``)
 REFUSED = ["book:BTC-USD", "trades:ETH-USD"]
+#: the per-connection byte cap of the ``plain`` node: a reader keeps far below it
+CAP = 262_144
 ALLOWED = "trades:BTC-USD"
 
 
 @pytest.fixture(scope="module")
 def plain(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
-    node = Serve(keys, tmp_path_factory.mktemp("dialects-auth") / "a.log", "--demo")
+    node = Serve(
+        keys,
+        tmp_path_factory.mktemp("dialects-auth") / "a.log",
+        "--demo",
+        "--max-queue-bytes",
+        str(CAP),
+        TICKWIRE_COMPRESSION="true",
+    )
     yield node
     node.stop()
 
@@ -740,3 +750,35 @@ async def test_a_users_private_orders_reach_only_that_user_in_every_dialect(
             assert [o for o in side.rec.orders if "bob" in o] == []
         finally:
             await side.stop()
+
+
+# -- permessage-deflate per dialect --------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_permessage_deflate_is_negotiated_in_every_dialect(
+    plain: Serve, keys: Keys, dialect: str
+) -> None:
+    """With ``compression = true`` every dialect takes permessage-deflate when the client
+    offers it, the Socket.IO WebSocket transport included (Coinbase's feed also without
+    it: ``coinbase_compression``, on by default)."""
+    paths = {
+        "native": "/ws",
+        "coinbase": "/ws/coinbase",
+        "ranger": PUBLIC + "?stream=btcusd.trades",
+        "opcode": "/ws/opcode",
+    }
+    async with aiohttp.ClientSession() as session:
+        if dialect == "prophit":
+            token = await gateway_token(session, plain.http, keys.secrets["alice"])
+            path = f"/socket.io/?EIO=4&transport=websocket&token={token}"
+        elif dialect == "opcode":
+            user, key = await session_key(session, plain.http, keys.secrets["alice"])
+            path = paths[dialect] + digest_query(user, key)
+        else:
+            path = paths[dialect]
+        ws = await session.ws_connect(plain.ws + path, compress=15)
+        try:
+            assert ws.compress == 15
+        finally:
+            await ws.close()
