@@ -326,9 +326,12 @@ def test_every_book_publication_reaches_the_client_once_in_order(
     updates = [e for e in events if e.kind == "update"]
     assert len(updates) >= UPDATES
     # identical prices and sizes: every update equals the native client's of that seq
-    for e in updates:
-        assert e.seq in outcome.ref, f"{dialect}: seq {e.seq} the native client never saw"
-        assert e.levels == outcome.ref[e.seq], (dialect, e.seq)
+    ref = reference_updates(outcome.records["native"])  # as it ended
+    compared = [e for e in updates if e.seq is not None and e.seq <= max(ref)]
+    assert len(compared) >= UPDATES
+    for e in compared:
+        assert e.seq in ref, f"{dialect}: seq {e.seq} the native client never saw"
+        assert e.levels == ref[e.seq], (dialect, e.seq)
     assert rec.connections == 1
 
 
@@ -412,6 +415,7 @@ async def kill_one_node(session: aiohttp.ClientSession, keys: Keys, a: Serve, b:
                 lambda s=s: sum(e.kind == "update" for e in s.rec.book) >= 10,  # type: ignore[misc]
                 "updates before the kill",
             )
+        await native.rec.wait(lambda: len(native.rec.trades) >= 2, "trades before the kill")
         killed_at = native.rec.trades[-1].seq or 0
         b.stop(signal.SIGKILL)
         for s in sides:
@@ -421,10 +425,16 @@ async def kill_one_node(session: aiohttp.ClientSession, keys: Keys, a: Serve, b:
                     and sum(e.kind == "update" and e.conn >= 2 for e in s.rec.book) >= 10
                 ),
                 "the reconnect and updates after it",
+                # the Coinbase SDK's own retry backs off exponentially (base 5, factor 1.5,
+                # full jitter): a failed first attempt can make its reconnect take a while
+                timeout=150,
             )
         view = await asyncio.to_thread(a.get, f"/api/v1/book/{MARKET}?depth=1000")
         end = view["seq"] + 3
         await native.rec.wait(lambda: (native.rec.book[-1].seq or 0) >= end, "the native end")
+        await native.rec.wait(
+            lambda: (native.rec.trades[-1].seq or 0) >= killed_at + 3, "trades after the kill"
+        )
         ref = reference_updates(native.rec)
         last_trade = native.rec.trades[-1].id
         for s in sides[1:]:
@@ -492,9 +502,11 @@ def test_after_kill_9_the_book_goes_on_without_a_gap_or_with_a_resync(
         assert all(e.kind == "update" for e in second)
     else:
         assert second[0].kind == "snapshot"
-    for e in events:
-        if e.kind == "update":
-            assert e.levels == failover.ref[e.seq], (dialect, e.seq)  # type: ignore[index]
+    ref = reference_updates(failover.records["native"])  # as it ended
+    compared = [e for e in events if e.kind == "update" and e.seq in ref]
+    assert len(compared) >= 20
+    for e in compared:
+        assert e.levels == ref[e.seq], (dialect, e.seq)  # type: ignore[index]
     at = book_at(events, failover.view["seq"])
     assert at == http_book(failover.view)
 
@@ -516,7 +528,10 @@ def test_after_kill_9_no_trade_is_duplicated_and_none_lost_without_a_signal(
         if AFTER_KILL[dialect] != "recovered"
         else [got]
     )
+    assert runs[-1], f"{dialect}: no trade after the reconnect"
     for run in runs:  # each run without a gap; across a resync the gap is told
+        if not run:  # (trades are sparse: a connection may have had none before the kill)
+            continue
         start = key.index((run[0].id, run[0].price, run[0].size))
         n = min(len(run), len(ref) - start)
         assert [(t.id, t.price, t.size) for t in run[:n]] == key[start : start + n], dialect
