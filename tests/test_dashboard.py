@@ -137,7 +137,7 @@ def require_chromium() -> None:
     reason = f"{CHROMIUM} is missing (tests/setup_browser.sh installs Debian's chromium as root)"
     if IN_CI:
         pytest.fail(f"{reason}; CI=true: a missing browser fails the run")
-    pytest.skip(reason)
+    pytest.skip(reason)  # outside CI only (CI failed above)
 
 
 def artefact_dir(tmp_path: Path) -> Path:
