@@ -476,6 +476,10 @@ def failover(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[F
         asyncio.run(_forget(prefix))
 
 
+#: seconds for a kill -9 test, the failover fixture's setup included
+KILL_TIMEOUT = 420
+
+
 #: what each dialect's client is told after the kill: recovered (the core's ``since``
 #: replay, nothing lost) or a fresh start (a new snapshot, the dialect's resync)
 AFTER_KILL = {
@@ -487,6 +491,9 @@ AFTER_KILL = {
 }
 
 
+#: the failover fixture runs inside the first of these tests: its waits (the Coinbase
+#: SDK's reconnect backs off for up to 150 s) must fit in the test's timeout
+@pytest.mark.timeout(KILL_TIMEOUT)
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_after_kill_9_the_book_goes_on_without_a_gap_or_with_a_resync(
     failover: Failover, dialect: str
@@ -511,6 +518,9 @@ def test_after_kill_9_the_book_goes_on_without_a_gap_or_with_a_resync(
     assert at == http_book(failover.view)
 
 
+#: the failover fixture runs inside the first of these tests: its waits (the Coinbase
+#: SDK's reconnect backs off for up to 150 s) must fit in the test's timeout
+@pytest.mark.timeout(KILL_TIMEOUT)
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_after_kill_9_no_trade_is_duplicated_and_none_lost_without_a_signal(
     failover: Failover, dialect: str
