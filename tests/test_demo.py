@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
 
 import msgspec
 import pytest
 
 from tests.conftest import Recorder
-from tickwire.engine import MemoryEngine
+from tickwire.engine import EngineUnavailable, MemoryEngine
 from tickwire.ingest.demo import MIN_LEVELS, DemoMarket
 from tickwire.ingest.gateway import Gateway
 from tickwire.model.book import OrderBook
@@ -131,3 +133,67 @@ async def test_run_until_cancelled() -> None:
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rate"):
         DemoMarket(Gateway(MemoryEngine()), rate=0)
+
+
+class Outage(MemoryEngine):
+    """The memory engine, refusing every publication while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.refused = 0
+        self.refusing = asyncio.Event()
+
+    def _check(self) -> None:
+        if self.down:
+            self.refused += 1
+            self.refusing.set()
+            raise EngineUnavailable("engine down (test)")
+
+    async def publish(
+        self, channel: str, data: bytes, *, snapshot: bytes | None = None, ts: int | None = None
+    ) -> Publication:
+        self._check()
+        return await super().publish(channel, data, snapshot=snapshot, ts=ts)
+
+    async def publish_many(
+        self, items: Sequence[tuple[str, bytes, bytes | None]], *, ts: int | None = None
+    ) -> list[Publication]:
+        self._check()
+        return await super().publish_many(items, ts=ts)
+
+
+async def test_the_demo_pauses_while_the_engine_is_down_and_goes_on_after() -> None:
+    engine = Outage()
+    rec = Recorder()
+    await engine.start(rec)
+    reg = default_registry()
+    await engine.subscribe([f"book:{m.id}" for m in reg.markets])
+    gw = Gateway(engine, reg)
+    demo = DemoMarket(gw, seed=3, rate=20)
+    task = asyncio.create_task(demo.run())
+    try:
+        await rec.wait(lambda: len(rec.pubs) >= 10)
+        engine.down = True
+        async with asyncio.timeout(10):
+            while engine.refused < 3:  # refused, and tried again (after a backoff) twice
+                engine.refusing.clear()
+                await engine.refusing.wait()
+        assert not task.done()  # the run outlived the outage's errors
+        before = len(rec.pubs)
+        engine.down = False
+        await rec.wait(lambda: len(rec.pubs) >= before + 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # nothing half applied: each market's book stream stays contiguous, and the
+    # simulation's book is the gateway's (what clients saw)
+    for m in reg.markets:
+        seqs = [p.seq for p in rec.pubs if p.channel == f"book:{m.id}"]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    for sim in demo.books:
+        view = await gw.book_view(sim.market.id, 1000)
+        assert view.bids == [(sim.market.price(p), sim.market.size(s)) for p, s in sim.book.bids()]
+        assert view.asks == [(sim.market.price(p), sim.market.size(s)) for p, s in sim.book.asks()]
+        assert view.checksum == sim.book.checksum()

@@ -13,6 +13,7 @@ import logging
 import random
 from dataclasses import dataclass
 
+from tickwire.engine.base import EngineError
 from tickwire.ingest.gateway import Gateway, IngestError
 from tickwire.model.book import BookError, Level, OrderBook
 from tickwire.model.markets import Market
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 #: Steps per second at ``rate=1``; each step sends one book event per market.
 STEPS_PER_SECOND = 10
+#: seconds between retries while the engine is unavailable: the first, and the most
+RETRY_FIRST = 0.05
+RETRY_MAX = 2.0
 #: Book depth the simulation keeps per side.
 MIN_LEVELS = 50
 MAX_LEVELS = 80
@@ -208,18 +212,39 @@ class DemoMarket:
             except IngestError as exc:  # the simulation keeps the rules; log if it does not
                 log.warning("demo %s: refused: %s (%s)", sim.market.id, exc.message, exc.code)
                 sim.book.revert(change)
+            except EngineError:
+                # nothing of this move was applied (the gateway is all or nothing): the
+                # simulated book goes back too, so it still matches what clients saw
+                sim.book.revert(change)
+                raise
         if self.crowd is not None and self.rng.random() < 0.5:
             ticker, user, sentiment, score = self.crowd.message()
             await gw.publish_sentiment(ticker, user, sentiment, score)
         await gw.tick()
 
     async def run(self) -> None:
-        """Step at ``10 * rate`` steps a second until cancelled."""
+        """Step at ``10 * rate`` steps a second until cancelled.
+
+        While the engine is unavailable the market pauses, retrying with a backoff of
+        ``RETRY_FIRST`` doubling up to ``RETRY_MAX`` seconds, and goes on when it is back.
+        """
         interval = 1.0 / (STEPS_PER_SECOND * self.rate)
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        backoff = 0.0
         while True:
-            await self.step()
+            try:
+                await self.step()
+            except EngineError as exc:
+                if not backoff:
+                    log.warning("demo market paused: %s; retrying", exc)
+                backoff = min(RETRY_MAX, backoff * 2 or RETRY_FIRST)
+                await asyncio.sleep(backoff)
+                next_at = loop.time()
+                continue
+            if backoff:
+                log.warning("demo market resumed")
+                backoff = 0.0
             next_at += interval
             delay = next_at - loop.time()
             if delay < -1.0:
