@@ -1,5 +1,5 @@
 """Ingest gateway cost per operation (no subscribers): a one-level book update at several
-book depths, trades (a trade, its ticker and six candles: nine publications) and
+book depths, trades (a trade, its ticker and a candle per interval: 14 publications) and
 sentiment messages — on the memory engine and, with ``--redis``, on Redis.
 
 The targets (issue 9): a one-level update on a 1,000-level book within 1.5x the cost on

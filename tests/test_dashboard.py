@@ -97,7 +97,9 @@ async def test_market_registry_lists_markets_tickers_and_intervals() -> None:
             },
         ],
         "tickers": ["AAPL", "TSLA"],
-        "candle_intervals": ["1m", "5m", "15m", "1h", "6h", "1d"],
+        "candle_intervals": [
+            *("1m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "3d", "1w")
+        ],
     }
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tickwire.engine import Engine, EngineUnavailable, HistorySettings
 from tickwire.ingest.gateway import Gateway, GatewaySettings
+from tickwire.model.channels import CANDLE_INTERVALS
 from tickwire.model.payloads import BookData, CandleData, TickerData, TradeData
 from tickwire.model.publication import Position, Publication
 
@@ -79,8 +80,8 @@ async def test_a_trade_is_one_publish_many(started: Engine) -> None:
     switch = Switch(started)
     gw = Gateway(started, clock=Clock())
     await gw.publish_trade("BTC-USD", "65000", "0.5", "buy")
-    # trade, ticker and six candles: one engine call (one MULTI/EXEC round trip on Redis)
-    assert switch.calls == [("publish_many", 8)]
+    # trade, ticker and a candle per interval: one engine call (one MULTI/EXEC on Redis)
+    assert switch.calls == [("publish_many", 2 + len(CANDLE_INTERVALS))]
 
 
 async def test_an_engine_failure_changes_nothing(started: Engine) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from tickwire.engine import EngineUnavailable
 from tickwire.engine.redis import RedisEngine
+from tickwire.model.channels import CANDLE_INTERVALS
 from tickwire.server.data_routes import GATEWAY_KEY
 
 from .harness import Gateway, run_gateway
@@ -30,7 +31,8 @@ async def test_publications_are_counted_by_kind_with_nobody_subscribed() -> None
         await gateway.apply_book("BTC-USD", [["64999", "1"]], [["65001", "1"]])
         after = await scrape(gw)
         assert after['tickwire_publications_ingested_total{kind="trades"}'] == 1
-        assert after['tickwire_publications_ingested_total{kind="candles"}'] == 6
+        candles = after['tickwire_publications_ingested_total{kind="candles"}']
+        assert candles == len(CANDLE_INTERVALS)  # one per interval
         assert after['tickwire_publications_ingested_total{kind="book"}'] == 1
         assert after['tickwire_publications_ingested_total{kind="ticker"}'] == 2
         assert after["tickwire_publications_delivered_total"] == 0  # nobody listens

@@ -449,3 +449,21 @@ async def test_a_client_that_falls_behind_is_closed_3008_and_others_go_on(
         await gw.publish("trades:BTC-USD", {"pad": "after"})
         assert (await fast.recv())["btcusd.trades"] == {"pad": "after"}
         await fast.close()
+
+
+async def test_every_peatio_kline_period_is_served(idp: IdentityProvider, tmp_path: Path) -> None:
+    periods = ["1m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "3d", "1w"]
+    async with ranger_gateway(idp, tmp_path, ranger_challenge=False) as (gw, market):
+        streams = [f"btcusd.kline-{p}" for p in periods]
+        c = await connect(gw, streams=streams)
+        assert (await c.recv())["success"]["streams"] == sorted(streams)
+        ts = 1_700_000_123_000  # Tuesday 2023-11-14 22:15:23 UTC
+        await market.publish_trade("BTC-USD", "101", "0.25", "buy", ts=ts)
+        starts = {}
+        for _ in periods:
+            [(key, kline)] = (await c.recv_key(*streams)).items()
+            starts[key.rsplit("-", 1)[1]] = kline[0]
+        assert starts["1w"] == 1_699_488_000  # Thursday 2023-11-09 00:00 UTC (epoch-aligned)
+        assert starts["3d"] == 1_699_833_600  # 2023-11-13 00:00 UTC: day 19,674, a multiple of 3
+        assert (starts["12h"], starts["30m"]) == (1_699_963_200, 1_699_999_200)
+        await c.close()

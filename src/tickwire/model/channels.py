@@ -28,14 +28,23 @@ PRIVATE_KINDS: frozenset[str] = frozenset({"orders", "trades", "open_orders"})
 PRIVATE_STATE_KINDS: frozenset[str] = frozenset({"open_orders"})
 #: Kinds whose subscribers begin with a snapshot of the current state.
 STATE_KINDS: frozenset[str] = frozenset({"book", "ticker", "ticker_batch", "candles"})
-#: Candle intervals and their length in seconds.
+#: Candle intervals and their length in seconds: Peatio's k-line periods (its ranger's
+#: ``kline-<period>`` streams), which include Coinbase's 5-minute candles. A candle starts
+#: at a multiple of its length since the UNIX epoch (UTC), as Peatio's k-lines do: days at
+#: midnight UTC, weeks on Thursdays (the epoch's weekday), 3-day candles every third day.
 CANDLE_INTERVALS: dict[str, int] = {
     "1m": 60,
     "5m": 300,
     "15m": 900,
+    "30m": 1800,
     "1h": 3600,
+    "2h": 7200,
+    "4h": 14400,
     "6h": 21600,
+    "12h": 43200,
     "1d": 86400,
+    "3d": 259200,
+    "1w": 604800,
 }
 
 _SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")

@@ -19,7 +19,10 @@
   const STALE_MS = 40000; // nothing heard for this long (heartbeats: every 15 s): reconnect
   const STATE_KINDS = new Set(["book", "ticker", "candles"]);
   const CHART_INTERVALS = ["1m", "5m", "15m", "1h"];
-  const INTERVAL_MS = { "1m": 60e3, "5m": 300e3, "15m": 900e3, "1h": 3600e3, "6h": 21600e3, "1d": 86400e3 };
+  const INTERVAL_MS = {
+    "1m": 60e3, "5m": 300e3, "15m": 900e3, "30m": 1800e3, "1h": 3600e3, "2h": 7200e3,
+    "4h": 14400e3, "6h": 21600e3, "12h": 43200e3, "1d": 86400e3, "3d": 259200e3, "1w": 604800e3,
+  };
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
