@@ -189,3 +189,22 @@ def test_urls() -> None:
     assert amqp_url("mq", 5673, "pe@tio", "p:w/d", "/") == "amqp://pe%40tio:p%3Aw%2Fd@mq:5673/%2F"
     assert redact_url("amqp://u:secret@h:5672/v") == "amqp://u:***@h:5672/v"
     assert redact_url("amqp://h:5672/") == "amqp://h:5672/"
+
+
+async def test_role_gated_routing_keys_are_published_as_they_are() -> None:
+    engine = MemoryEngine(HistorySettings(size=1000, ttl=60))
+    gateway = Gateway(engine, clock=lambda: NOW * 1000)
+    settings = AmqpSettings(url="amqp://guest:guest@127.0.0.1:1/", prefixes=frozenset({"admin"}))
+    ingest = PeatioIngest(gateway, settings)
+    note = body({"halt": "btcusd", "at": NOW})
+    assert await ingest.handle("admin.btcusd.trades", note) == "applied"
+    pos = await engine.position("scoped:admin:btcusd.trades")
+    [pub] = (
+        await engine.history("scoped:admin:btcusd.trades", Position(pos.epoch, 0))
+    ).publications
+    assert bytes(pub.data) == note
+    assert await ingest.handle("admin.btcusd.trades", b"{not json") == "rejected"
+    assert await ingest.handle("root.btcusd.trades", note) == "rejected"  # not configured
+    assert await ingest.handle("admin.btc.usd.trades", note) == "rejected"  # four parts
+    assert ingest.stats.rejected == {"malformed": 1, "unknown_routing_key": 2}
+    assert ingest.stats.applied == 1

@@ -451,6 +451,71 @@ async def test_a_client_that_falls_behind_is_closed_3008_and_others_go_on(
         await fast.close()
 
 
+async def test_role_gated_streams_reach_only_the_roles_permitted(
+    idp: IdentityProvider, tmp_path: Path
+) -> None:
+    rbac = "admin=admin,superadmin;ops=superadmin"
+    async with ranger_gateway(idp, tmp_path, ranger_challenge=False, ranger_rbac=rbac) as (
+        gw,
+        market,
+    ):
+        boss = await connect(gw, PRIVATE, token=idp.token("UA1", role="admin"))
+        member = await connect(gw, PRIVATE, token=idp.token("UB2"))  # role "member"
+        anon = await connect(gw)
+        ask = {"event": "subscribe", "streams": ["admin.btcusd.trades", "ops.btcusd.trades"]}
+        await boss.send(ask)
+        # rango's answer for a prefix the role may not read, and the rest is subscribed
+        assert await boss.recv() == {
+            "success": {"message": "cannot subscribe to ops.btcusd.trades"}
+        }
+        assert (await boss.recv())["success"]["streams"] == [
+            "admin.btcusd.trades",
+            "order",
+            "trade",
+        ]
+        for client in (member, anon):
+            await client.send({**ask, "streams": ["admin.btcusd.trades", "btcusd.trades"]})
+            refused = await client.recv()
+            assert refused == {"success": {"message": "cannot subscribe to admin.btcusd.trades"}}
+            assert "btcusd.trades" in (await client.recv())["success"]["streams"]
+        # a prefix nobody configured is no stream at all
+        await anon.send({**ask, "streams": ["root.btcusd.trades"]})
+        assert await anon.recv() == {"error": "Unknown streams: root.btcusd.trades"}
+        # what RabbitMQ's admin.btcusd.trades carries reaches the admin, under the topic
+        await market.publish_scoped("admin", "btcusd.trades", b'{"note":"halt at 10:00"}')
+        assert await boss.recv() == {"btcusd.trades": {"note": "halt at 10:00"}}
+        for client in (member, anon):  # nothing for them: their next message is the pong
+            await client.send("ping")
+            assert await client.recv_raw() == "pong"
+        # the same channel is refused in the native dialect to a principal without the role
+        native = await gw.connect()
+        reply = await native.subscribe("scoped:admin:btcusd.trades")
+        assert (reply["type"], reply["code"]) == ("error", "forbidden")
+        assert "prefix 'admin'" in reply["message"]
+        # in the query too, on connecting with the token
+        boss2 = await connect(
+            gw, PRIVATE, streams=["admin.btcusd.trades"], token=idp.token("UA3", role="superadmin")
+        )
+        assert "admin.btcusd.trades" in (await boss2.recv())["success"]["streams"]
+        for client in (boss, boss2, member, anon):
+            await client.close()
+
+
+async def test_role_gated_settings_are_checked(idp: IdentityProvider, tmp_path: Path) -> None:
+    from tickwire.server.config import ConfigError, load_config, parse_rbac
+
+    assert parse_rbac(" admin = admin , superadmin ; ops=superadmin;") == {
+        "admin": frozenset({"admin", "superadmin"}),
+        "ops": frozenset({"superadmin"}),
+    }
+    env = {"RANGO_RBAC_ADMIN": "admin,superadmin", "RANGO_RBAC_OPS": "superadmin"}
+    config = load_config({}, env=env)
+    assert parse_rbac(config.ranger_rbac) == parse_rbac("admin=admin,superadmin;ops=superadmin")
+    for bad in ("admin", "Admin=x", "admin=", "=x", "a.b=x"):
+        with pytest.raises(ConfigError, match="ranger_rbac"):
+            load_config({"ranger_rbac": bad}, env={})
+
+
 async def test_every_peatio_kline_period_is_served(idp: IdentityProvider, tmp_path: Path) -> None:
     periods = ["1m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "3d", "1w"]
     async with ranger_gateway(idp, tmp_path, ranger_challenge=False) as (gw, market):

@@ -26,6 +26,9 @@ class Entitlements:
     streaming_paths: frozenset[str] | None = None
     #: Whether the key may stream over Socket.IO at all.
     streaming: bool = True
+    #: Prefixes of the role-gated ``scoped:<prefix>:…`` channels readable (rango's RBAC:
+    #: given by the role of an identity provider's token, ``ranger_rbac``); none by default.
+    prefixes: frozenset[str] = frozenset()
 
 
 PUBLIC_ONLY = Entitlements(private=False)
@@ -69,6 +72,13 @@ def authorize(principal: Principal, channel: Channel) -> AuthError | None:
             return AuthError("forbidden", f"channel {channel.name!r} belongs to another user")
         return None
     ents = principal.entitlements
+    if channel.kind == "scoped":  # role-gated: the prefix decides, nothing else
+        if channel.symbol in ents.prefixes:
+            return None
+        return AuthError(
+            "forbidden",
+            f"channel {channel.name!r}: no role permitted for prefix {channel.symbol!r}",
+        )
     if ents.kinds is not None and channel.kind not in ents.kinds:
         return AuthError(
             "forbidden", f"channel {channel.name!r}: kind {channel.kind!r} is not entitled"

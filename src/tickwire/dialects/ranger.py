@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -195,6 +195,9 @@ class RangerFormat:
                 "created_at": t.ts // 1000,
             }
             return b'{"trade":%s}' % _encode(body)
+        if ch.kind == "scoped":  # as published, under the topic without its prefix (rango)
+            msgspec.json.decode(data)
+            return b"{%s:%s}" % (_encode(ch.arg), data)
         alias = self.alias(ch.symbol)
         if ch.kind == "trades":
             tr = _decode_trade(data)
@@ -300,6 +303,8 @@ def stream_of(ch: Channel, alias: Any) -> str:
         return "order" if ch.kind == "orders" else "trade"
     if ch.kind == "ticker":
         return "global.tickers"
+    if ch.kind == "scoped":
+        return f"{ch.symbol}.{ch.arg}"
     name = alias(ch.symbol)
     if ch.kind == "book":
         return f"{name}.ob-inc"
@@ -327,6 +332,8 @@ class RangerSettings:
     require_jti: bool = True
     #: Streams of the authenticated user subscribed on authentication (``order``, ``trade``).
     user_streams: tuple[str, ...] = field(default=("order", "trade"))
+    #: rango's RBAC: the roles that may read ``<prefix>.<stream>.<event>``, by prefix.
+    rbac: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class Ranger(Dialect):
@@ -343,6 +350,8 @@ class Ranger(Dialect):
     def __init__(self, handshake: Handshake) -> None:
         super().__init__(handshake)
         self.user_id: str | None = None
+        #: role-gated prefixes the principal may read (its token's role, ``rbac``)
+        self.prefixes: frozenset[str] = frozenset()
         path = handshake.path.rstrip("/") or "/"
         self.private = path in self.settings.private_paths
 
@@ -419,14 +428,19 @@ class Ranger(Dialect):
         channels: dict[str, Channel] = {}
         unknown: list[str] = []
         private: list[str] = []
+        out: list[Command] = []
         for stream in dict.fromkeys(streams):
+            prefix = stream.split(".", 1)[0]
+            if subscribe and stream.count(".") == 2 and prefix in self.settings.rbac:
+                if prefix not in self.prefixes:  # rango's answer, and the rest goes on
+                    out.append(Reply(_success(f"cannot subscribe to {stream}")))
+                    continue
             resolved = self.resolve(stream)
             if resolved is None:
                 (private if stream in ("order", "trade") else unknown).append(stream)
                 continue
             for ch in resolved:
                 channels[ch.name] = ch
-        out: list[Command] = []
         if subscribe:
             if private and rid is None:
                 out.append(Reply(_error(f"Authentication required for: {', '.join(private)}")))
@@ -451,7 +465,14 @@ class Ranger(Dialect):
             if kind is None or self.user_id is None:
                 return None
             return [parse_channel(f"user:{self.user_id}:{kind}")]
-        if len(parts) != 2:  # rango's role-gated <prefix>.<market>.<event>: not served
+        if len(parts) == 3:  # rango's role-gated <prefix>.<stream>.<event>
+            if parts[0] not in self.settings.rbac:
+                return None
+            try:
+                return [parse_channel(f"scoped:{parts[0]}:{parts[1]}.{parts[2]}")]
+            except ValueError:
+                return None
+        if len(parts) != 2:
             return None
         name, event = parts
         if stream == "global.tickers":
@@ -483,6 +504,7 @@ class Ranger(Dialect):
             )
         if isinstance(event, Authenticated):
             self.user_id = event.principal.user_id
+            self.prefixes = event.principal.entitlements.prefixes
             if event.id == _JWT:
                 return _encode({"success": {"message": AUTHENTICATED}})
             return None
@@ -499,6 +521,11 @@ class Ranger(Dialect):
                 return _jwt_error(HANDLING_ERROR)
             return _jwt_error(AUTHENTICATION_FAILED)
         return _error(error.message)
+
+
+def _success(message: str) -> bytes:
+    """rango's answer to a refused role-gated stream: a ``success`` with a message."""
+    return _encode({"success": {"message": message}})
 
 
 def _error(message: str) -> bytes:

@@ -165,6 +165,9 @@ class AmqpSettings:
     reconnect_interval: float = 1.0
     #: AMQP connection name (``rabbitmqctl list_connections client_properties``)
     connection_name: str = "tickwire-peatio-ingest"
+    #: rango's role-gated prefixes (``ranger_rbac``): ``<prefix>.<stream>.<event>`` routing
+    #: keys are published as they are on ``scoped:<prefix>:<stream>.<event>``
+    prefixes: frozenset[str] = frozenset()
 
 
 def _side(level: object, where: str) -> list[tuple[str, str]]:
@@ -260,6 +263,9 @@ class PeatioIngest:
             if event == "trade":
                 return await self._user_trade(ident, body)
             raise Rejected("unknown_routing_key", f"unknown private event {event[:40]!r}")
+        if scope in self.settings.prefixes:
+            await self.gateway.publish_scoped(scope, f"{ident}.{event}", body)
+            return "applied"
         raise Rejected("unknown_routing_key", f"unknown scope {scope[:40]!r}")
 
     async def _trades(self, market: str, body: bytes) -> str:

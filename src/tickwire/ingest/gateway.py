@@ -63,6 +63,8 @@ MAX_ID_LENGTH = 64
 MAX_INT_ID = 2**63 - 1
 #: Earliest timestamp accepted (2000-01-01T00:00:00Z, UNIX milliseconds).
 MIN_TS_MS = 946_684_800_000
+#: Largest body of one role-gated (``scoped``) publication, passed through as it is.
+MAX_SCOPED_BYTES = 64 * 1024
 
 
 class IngestError(ValueError):
@@ -593,6 +595,23 @@ class Gateway:
         return await self.publish_ops(
             [self.sentiment_op(ticker, user_id, sentiment, user_score, ts=ts)]
         )
+
+    async def publish_scoped(self, prefix: str, topic: str, data: bytes) -> Publication:
+        """Publish ``data`` (one JSON value, passed through as it is) on the role-gated
+        channel ``scoped:<prefix>:<topic>`` (rango's ``<prefix>.<stream>.<event>``)."""
+        try:
+            channel = parse_channel(f"scoped:{prefix}:{topic}")
+        except ChannelError as exc:
+            raise IngestError(exc.code, exc.message, field="channel") from None
+        if len(data) > MAX_SCOPED_BYTES:
+            raise IngestError(
+                "too_large", f"{channel.name}: at most {MAX_SCOPED_BYTES} bytes", field="data"
+            )
+        try:
+            msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise IngestError("malformed", f"{channel.name}: {exc}", field="data") from None
+        return await self.engine.publish(channel.name, data)
 
     async def tick(self, now: int | None = None) -> list[Publication]:
         """Close the sentiment periods that ended by ``now`` and publish their points;

@@ -2,8 +2,10 @@
 
 Examples: ``trades:BTC-USD``, ``book:BTC-USD``, ``ticker:BTC-USD``, ``candles:BTC-USD:1m``,
 ``ticker_batch:BTC-USD`` (the ticker at most every 5 s),
-``sentiment:AAPL``, ``user:42:orders``, ``user:42:trades``, ``user:42:open_orders`` (the
-order updates again, with the user's open orders as the snapshot).
+``sentiment:AAPL``, ``scoped:admin:btcusd.trades`` (a role-gated stream: readable only by
+principals entitled to its prefix, rango's RBAC), ``user:42:orders``, ``user:42:trades``,
+``user:42:open_orders`` (the order updates again, with the user's open orders as the
+snapshot).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ PUBLIC_KINDS: dict[str, bool] = {
     "ticker_batch": False,
     "candles": True,
     "sentiment": False,
+    "scoped": True,
 }
 #: Streams under ``user:<uid>:``.
 PRIVATE_KINDS: frozenset[str] = frozenset({"orders", "trades", "open_orders"})
@@ -47,6 +50,10 @@ CANDLE_INTERVALS: dict[str, int] = {
     "1w": 604800,
 }
 
+#: ``scoped:<prefix>:<stream>.<event>``: the prefix and the topic under it (rango's
+#: ``<prefix>.<stream>.<event>``)
+_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}\.[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 _USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MAX_CHANNEL_LENGTH = 128
@@ -112,11 +119,19 @@ def parse_channel(name: object) -> Channel:
     expected = 3 if takes_arg else 2
     if len(parts) != expected:
         shape = f"{kind}:<symbol>:<interval>" if takes_arg else f"{kind}:<symbol>"
+        if kind == "scoped":
+            shape = "scoped:<prefix>:<stream>.<event>"
         raise ChannelError("bad_channel", f"channel {name!r}: expected {shape}")
     symbol = parts[1]
     if not _SYMBOL.match(symbol):
         raise ChannelError("bad_channel", f"channel {name!r}: malformed symbol {symbol!r}")
     arg = parts[2] if takes_arg else None
+    if kind == "scoped" and not (_PREFIX.match(symbol) and _TOPIC.match(arg or "")):
+        raise ChannelError(
+            "bad_channel",
+            f"channel {name!r}: expected scoped:<prefix>:<stream>.<event> "
+            "(a lower-case prefix, one dot in the topic)",
+        )
     if kind == "candles" and arg not in CANDLE_INTERVALS:
         raise ChannelError(
             "unknown_channel",

@@ -8,7 +8,7 @@ import errno
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -24,7 +24,7 @@ from tickwire.model.markets import build_registry
 from tickwire.server import metrics
 from tickwire.server.auth_routes import install_auth
 from tickwire.server.coinbase_routes import install_coinbase
-from tickwire.server.config import Config
+from tickwire.server.config import Config, parse_rbac
 from tickwire.server.dashboard import install_dashboard
 from tickwire.server.data_routes import install_market_data
 from tickwire.server.guard import ConnectionGuard, GuardedSite, header_deadline_met
@@ -84,8 +84,11 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     subject = config.ranger_jwt_subject or None
     require_jti = config.ranger_require_jti
 
+    rbac = parse_rbac(config.ranger_rbac)
+
     async def verify_bearer(token: str) -> Principal:
-        return await auth.verify_bearer(token, subject=subject, require_jti=require_jti)
+        principal = await auth.verify_bearer(token, subject=subject, require_jti=require_jti)
+        return with_role_prefixes(principal, rbac)
 
     node.verify_bearer = verify_bearer  # the ranger dialect's Barong tokens
     mount_ranger(app, config, node)
@@ -165,6 +168,17 @@ def build_opcode_port_app(app: web.Application) -> web.Application:
     return port_app
 
 
+def with_role_prefixes(principal: Principal, rbac: Mapping[str, frozenset[str]]) -> Principal:
+    """``principal`` entitled to the role-gated prefixes its role is listed for (rango's
+    RBAC, ``ranger_rbac``)."""
+    role = principal.role
+    prefixes = frozenset(p for p, roles in rbac.items() if role is not None and role in roles)
+    if not prefixes:
+        return principal
+    ents = dataclasses.replace(principal.entitlements, prefixes=prefixes)
+    return dataclasses.replace(principal, entitlements=ents)
+
+
 def mount_ranger(app: web.Application, config: Config, node: Node) -> None:
     """Serve the Peatio ranger dialect on its public and private paths (each also with
     and without the trailing slash)."""
@@ -184,6 +198,7 @@ def mount_ranger(app: web.Application, config: Config, node: Node) -> None:
         challenge=config.ranger_challenge,
         jwt_subject=config.ranger_jwt_subject or None,
         require_jti=config.ranger_require_jti,
+        rbac=parse_rbac(config.ranger_rbac),
     )
     dialect = ranger_dialect(registry, settings, extra_markets=sorted(node.markets))
     mount(app, node, dialect, both(config.ranger_public_paths) + private)
@@ -208,6 +223,7 @@ def install_amqp(config: Config, node: Node, gateway: Gateway) -> PeatioIngest |
         queue_ttl=config.amqp_queue_ttl,
         queue_max=config.amqp_queue_max,
         prefetch=config.amqp_prefetch,
+        prefixes=frozenset(parse_rbac(config.ranger_rbac)),
     )
     if config.amqp_queue:
         settings = dataclasses.replace(settings, queue=config.amqp_queue)

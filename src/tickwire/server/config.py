@@ -210,6 +210,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ranger_jwt_subject: str = "session"
     #: A ranger client's token must carry a ``jti``.
     ranger_require_jti: bool = True
+    #: rango's role-gated streams: ``<prefix>=<role>,<role>;<prefix>=…``. A token whose
+    #: ``role`` is listed for a prefix may read ``<prefix>.<stream>.<event>`` (channel
+    #: ``scoped:<prefix>:<stream>.<event>``), which RabbitMQ routing keys
+    #: ``<prefix>.<stream>.<event>`` feed. Also from rango's ``RANGO_RBAC_<PREFIX>=<roles>``.
+    ranger_rbac: str = ""
 
     # --- RabbitMQ ingest (Peatio's peatio.events.ranger exchange; docs/ingest.md) ---
     #: AMQP URL to consume Peatio's events from (``amqp://user:pass@host:5672/vhost``);
@@ -319,6 +324,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             if not ok:
                 raise field_error(name, expected, getattr(self, name))
         try:
+            parse_rbac(self.ranger_rbac)
+        except ValueError as exc:
+            raise field_error("ranger_rbac", str(exc), self.ranger_rbac) from None
+        try:
             build_registry(self.markets, self.tickers, self.market_specs)
         except MarketError as exc:
             raise ConfigError(f"config field 'markets': {exc.message}") from None
@@ -373,6 +382,8 @@ def _secret(field: str) -> bool:
 
 
 ENV_PREFIX = "TICKWIRE_"
+#: rango's role-gated prefixes: ``RANGO_RBAC_ADMIN=admin,superadmin`` (``ranger_rbac``)
+RANGO_RBAC = "RANGO_RBAC_"
 #: Environment names kept from the Peatio seed.
 ENV_ALIASES: dict[str, str] = {
     "WEBSOCKET_HOST": "host",
@@ -401,6 +412,13 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         key = ENV_PREFIX + field.upper()
         if key in env:
             out[field] = env[key]
+    rango = [
+        f"{key[len(RANGO_RBAC) :].lower()}={value}"
+        for key, value in sorted(env.items())
+        if key.startswith(RANGO_RBAC) and len(key) > len(RANGO_RBAC)
+    ]
+    if rango and "ranger_rbac" not in out:
+        out["ranger_rbac"] = ";".join(rango)
     for field in LIST_FIELDS:
         if isinstance(out.get(field), str):
             out[field] = [s.strip() for s in out[field].split(",") if s.strip()]
@@ -439,10 +457,34 @@ def load_config(
         raise _explain(str(exc), merged, origin) from None
 
 
+def parse_rbac(text: str) -> dict[str, frozenset[str]]:
+    """``ranger_rbac`` as roles by prefix; raises ValueError saying what is expected."""
+    table: dict[str, set[str]] = {}
+    for entry in text.split(";"):
+        entry = entry.strip()
+        if not entry:
+            continue
+        prefix, sep, roles = entry.partition("=")
+        prefix = prefix.strip()
+        names = {r.strip() for r in roles.split(",") if r.strip()}
+        if not sep or not _RBAC_PREFIX.match(prefix) or not names:
+            raise ValueError(
+                "entries <prefix>=<role>[,<role>…] separated by ';' "
+                "(a prefix is 1-32 lower-case letters, digits, '_' or '-')"
+            )
+        table.setdefault(prefix, set()).update(names)
+    return {prefix: frozenset(roles) for prefix, roles in table.items()}
+
+
+_RBAC_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
 def _env_name(field: str, env: Mapping[str, str]) -> str:
     key = ENV_PREFIX + field.upper()
     if key in env:
         return key
+    if field == "ranger_rbac":
+        return RANGO_RBAC + "*"
     return next((alias for alias, f in ENV_ALIASES.items() if f == field and alias in env), key)
 
 

@@ -15,7 +15,7 @@ from tickwire.engine.urls import is_engine_url, redact
 from tickwire.hub import CLOSE_SHUTDOWN, Hub, WireFormat
 from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.publication import now_ms
-from tickwire.server.config import Config, ConfigError
+from tickwire.server.config import Config, ConfigError, parse_rbac
 
 if TYPE_CHECKING:
     from tickwire.ingest.synthetic import SyntheticPublisher
@@ -62,6 +62,8 @@ class Node:
         )
         self.markets: set[str] = set(config.markets)
         self.tickers: set[str] = set(config.tickers)
+        #: the role-gated prefixes configured (``ranger_rbac``): ``scoped:<prefix>:…``
+        self.prefixes: frozenset[str] = frozenset(parse_rbac(config.ranger_rbac))
         #: Verifies a native token into a principal; set by the auth layer when configured.
         self.verify_token: TokenVerifier | None = None
         #: Verifies an identity-provider (Barong) JWT only; set with the auth layer.
@@ -94,6 +96,8 @@ class Node:
         """Whether a public channel names a market or ticker this node serves."""
         if channel.kind == "sentiment":
             return channel.symbol in self.tickers
+        if channel.kind == "scoped":
+            return channel.symbol in self.prefixes
         return channel.symbol in self.markets
 
     async def start(self) -> None:
