@@ -22,6 +22,7 @@ from typing import Any
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
 from tickwire.engine.redis import RedisEngine
 from tickwire.ingest.gateway import Gateway
+from tickwire.model.channels import CANDLE_INTERVALS
 from tickwire.model.publication import Publication
 
 
@@ -150,7 +151,7 @@ async def table(name: str, make: EngineMaker, n: int, block: int) -> None:
             f"| {cost / costs[0]:.2f}x |"
         )
     rate, trips = await trades(make, n)
-    what = f"trade (+ ticker + 6 candles), {trips:g} round trip(s)"
+    what = f"trade (+ ticker + {len(CANDLE_INTERVALS)} candles), {trips:g} round trip(s)"
     print(f"| {what} | {rate:,.0f} | {1e6 / rate:.1f} | |")
     rate = await sentiment(make, n)
     print(f"| sentiment message | {rate:,.0f} | {1e6 / rate:.1f} | |")

@@ -960,15 +960,24 @@ class Gateway:
         items: list[Item] = [(st.trades_channel, _encode(trade), None)]
         st.stats.add(op.ts, op.price, op.size)
         items.append(self._ticker_item(st))
+        # the intervals' candles share most of their prices: each is formatted once
+        prices = {op.price: price_s}
+
+        def fmt(units: int) -> str:
+            text = prices.get(units)
+            if text is None:
+                text = prices[units] = mk.price(units)
+            return text
+
         for channel, series in zip(st.candle_channels, st.candles, strict=True):
             c = series.add(op.ts, op.price, op.size)
             candle = CandleData(
                 series.interval,
                 c.start,
-                mk.price(c.open),
-                mk.price(c.high),
-                mk.price(c.low),
-                mk.price(c.close),
+                fmt(c.open),
+                fmt(c.high),
+                fmt(c.low),
+                fmt(c.close),
                 mk.size(c.volume),
                 c.trades,
             )
