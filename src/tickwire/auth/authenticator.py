@@ -48,7 +48,7 @@ from tickwire.auth.keys import (
     validate_user_id,
     verify_password_async,
 )
-from tickwire.auth.nonces import NonceCache
+from tickwire.auth.nonces import NonceCache, SharedNonces
 from tickwire.auth.principal import AuthError, Principal
 from tickwire.auth.ratelimit import RateLimiter
 from tickwire.auth.settings import AuthSettings
@@ -132,6 +132,15 @@ class Authenticator:
         )
         self.rate_limiter = RateLimiter(s.auth_rate_burst, s.auth_rate_per_minute, clock=clock)
 
+    @property
+    def shared_nonces(self) -> SharedNonces | None:
+        """The cluster's record of used nonces (None: this node's memory only)."""
+        return self.coinbase.shared
+
+    @shared_nonces.setter
+    def shared_nonces(self, shared: SharedNonces | None) -> None:
+        self.coinbase.shared = shared
+
     def __repr__(self) -> str:
         return f"Authenticator(store={self.store!r}, tokens={self.tokens!r})"
 
@@ -147,7 +156,9 @@ class Authenticator:
         return auth
 
     async def close(self) -> None:
-        """Close the key store."""
+        """Close the key store (and the shared nonce record, if any)."""
+        if self.shared_nonces is not None:
+            await self.shared_nonces.close()
         await self.store.close()
 
     def now(self) -> float:
@@ -313,6 +324,8 @@ class Authenticator:
                 )
             remember_until = ts + window if ts is not None else session.expires_at
             self.nonces.use(f"digest:{uid}", n, remember_until)
+            if self.shared_nonces is not None:
+                await self.shared_nonces.use(f"digest:{uid}", n, remember_until, now)
             record = await self.store.get(session.key_name)
             if record is None or not record.active:
                 raise AuthError(codes.KEY_REVOKED, "the key this session logged in with is revoked")

@@ -38,6 +38,8 @@ LIFETIME_TOO_LONG = "lifetime_too_long"
 RATE_LIMITED = "rate_limited"
 #: The request itself is malformed (missing field, wrong content type).
 BAD_REQUEST = "bad_request"
+#: A shared record (the cluster's nonces in Redis) cannot be consulted; retry.
+UNAVAILABLE = "unavailable"
 
 ALL_CODES: frozenset[str] = frozenset(
     {
@@ -57,6 +59,7 @@ ALL_CODES: frozenset[str] = frozenset(
         LIFETIME_TOO_LONG,
         RATE_LIMITED,
         BAD_REQUEST,
+        UNAVAILABLE,
     }
 )
 
@@ -66,6 +69,7 @@ HTTP_STATUS: dict[str, int] = {
     FORBIDDEN: 403,
     RATE_LIMITED: 429,
     NONCE_CACHE_FULL: 503,
+    UNAVAILABLE: 503,
 }
 
 

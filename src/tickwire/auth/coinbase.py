@@ -24,7 +24,7 @@ from tickwire.auth.jwtcheck import (
     unverified_header,
 )
 from tickwire.auth.keys import KeyKind, KeyStore
-from tickwire.auth.nonces import NonceCache
+from tickwire.auth.nonces import NonceCache, SharedNonces
 from tickwire.auth.principal import AuthError, Principal
 
 #: The one algorithm each public-key kind may sign with.
@@ -47,6 +47,8 @@ class CoinbaseVerifier:
     ) -> None:
         self._store = store
         self._nonces = nonces
+        #: the cluster's record of used nonces (Redis), consulted after the local cache
+        self.shared: SharedNonces | None = None
         self.max_lifetime = max_lifetime
         self.issuers = frozenset(issuers)
         self.leeway = leeway
@@ -100,6 +102,8 @@ class CoinbaseVerifier:
             )
         check_times(now=self._clock(), leeway=self.leeway, exp=exp, nbf=nbf)
         self._nonces.use(f"cb:{kid}", nonce, exp + self.leeway)
+        if self.shared is not None:
+            await self.shared.use(f"cb:{kid}", nonce, exp + self.leeway, self._clock())
         return Principal(
             user_id=record.user_id,
             entitlements=record.entitlements,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from typing import Protocol
 
 from tickwire.auth import codes
 from tickwire.auth.principal import AuthError
@@ -66,3 +67,16 @@ class NonceCache:
         self._expiry[key] = expires_at
         self._per_scope[scope] = self._per_scope.get(scope, 0) + 1
         heapq.heappush(self._heap, (expires_at, scope, nonce))
+
+
+class SharedNonces(Protocol):
+    """A record of used nonces that every node of a cluster consults (see
+    :class:`tickwire.auth.redis_state.RedisNonces`): a nonce taken on one node is refused on
+    every other one until the credential that carried it expires."""
+
+    async def use(self, scope: str, nonce: str, expires_at: float, now: float) -> None:
+        """Record ``nonce`` in ``scope`` until ``expires_at`` (UNIX seconds), or raise
+        :class:`AuthError` ``nonce_reused`` when any node recorded it first."""
+
+    async def close(self) -> None:
+        """Release the connections."""

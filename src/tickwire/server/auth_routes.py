@@ -31,7 +31,9 @@ from tickwire.auth import (
     codes,
     open_key_store,
 )
+from tickwire.auth.nonces import SharedNonces
 from tickwire.auth.ratelimit import RateLimited
+from tickwire.engine.urls import is_engine_url
 from tickwire.model import boundedjson
 from tickwire.server import logredact
 from tickwire.server.config import Config, setting_error
@@ -193,6 +195,27 @@ def auth_settings(config: Config) -> AuthSettings:
     return AuthSettings(**values)
 
 
+def shared_nonces(config: Config) -> SharedNonces | None:
+    """With a Redis engine, the record of used nonces every node shares (in the same Redis
+    and namespace as the engine); None with the memory engine (one process, its memory)."""
+    if not is_engine_url(config.engine):
+        return None
+    from tickwire.auth.redis_state import RedisNonces
+    from tickwire.engine.redis import parse_engine_url
+
+    try:
+        target = parse_engine_url(config.engine)
+    except ValueError as exc:
+        raise setting_error(f"engine: {exc}") from None
+    if target.sentinels:
+        log.warning(
+            "auth: nonces are remembered per node with a Sentinel engine URL "
+            "(a client-signed credential may be replayed once on another node)"
+        )
+        return None
+    return RedisNonces.from_url(target.url, target.prefix or "tickwire")
+
+
 def install_auth(app: web.Application, config: Config) -> Authenticator:
     """Build the authenticator for ``config``, add its routes, open and close its key store
     with the app, and return it (the caller hands ``verify_token`` to the native dialect)."""
@@ -202,6 +225,7 @@ def install_auth(app: web.Application, config: Config) -> Authenticator:
     except (SettingsError, OSError, ValueError) as exc:
         raise setting_error(str(exc)) from None
     app[AUTH_KEY] = auth
+    auth.shared_nonces = shared_nonces(config)
     add_auth_routes(app, auth, body_timeout=config.body_timeout)
     logredact.install()  # tokens and digests travel in query strings
 
