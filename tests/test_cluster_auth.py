@@ -1,11 +1,17 @@
 """Auth state shared by two real ``tickwire serve`` nodes on one Redis: a client-signed
-credential (an InstaMrkt digest) used on one node is refused when replayed on the other.
+credential (an InstaMrkt digest) used on one node is refused when replayed on the other;
+``tickwire keys revoke`` closes the key's open connections on both nodes (close 3504).
 
 Both nodes share a key store (one SQLite file) and an auth secret, as a cluster must
 (docs/auth.md); the engine is the shared Redis under a prefix of this test's own."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,8 +20,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from tickwire.auth import open_key_store
-from tickwire.auth.keys import KeyKind, create_key
-from tickwire.hub import CLOSE_UNAUTHORIZED
+from tickwire.auth.keys import CreatedKey, KeyKind, create_key
+from tickwire.hub import CLOSE_KEY_REVOKED, CLOSE_UNAUTHORIZED
 
 from .conftest import redis_prefix, require_redis
 from .opcodekit import OpClient, digest_query, login
@@ -27,13 +33,24 @@ PATH = "/ws/opcode"
 
 
 @pytest.fixture
-async def two_nodes(tmp_path: Path) -> AsyncIterator[tuple[Gateway, Gateway]]:
-    require_redis()
-    store_path = str(tmp_path / "keys.sqlite3")
+def store_path(tmp_path: Path) -> str:
+    return str(tmp_path / "keys.sqlite3")
+
+
+@pytest.fixture
+async def bob(store_path: str) -> CreatedKey:
+    """A secret key of user bob, created before the nodes start (alice has a password)."""
     store = open_key_store(store_path)
     await store.open()
     await create_key(store, kind=KeyKind.PASSWORD, user_id="alice", password=PASSWORD)
+    created = await create_key(store, kind=KeyKind.SECRET, user_id="bob")
     await store.close()
+    return created
+
+
+@pytest.fixture
+async def two_nodes(store_path: str, bob: CreatedKey) -> AsyncIterator[tuple[Gateway, Gateway]]:
+    require_redis()
     prefix = redis_prefix()
     secret = "cluster-secret-0123456789-abcdefghijklmnop"
     env = {"TICKWIRE_KEY_STORE": store_path, "TICKWIRE_AUTH_SECRET": secret}
@@ -76,3 +93,61 @@ async def test_a_digest_used_on_one_node_is_refused_on_the_other(
         assert (await fresh.call(1, 1))["res"] == 1
         for c in (ok, fresh):
             await c.close()
+
+
+async def gateway_token(session: aiohttp.ClientSession, http: str, secret: str) -> str:
+    basic = base64.b64encode(f"{secret}:".encode()).decode()
+    async with session.post(f"{http}/jwt", headers={"Authorization": f"Basic {basic}"}) as r:
+        assert r.status == 200, await r.text()
+        token: str = (await r.json())["token"]
+    return token
+
+
+async def authenticated(
+    session: aiohttp.ClientSession, url: str
+) -> aiohttp.ClientWebSocketResponse:
+    """A native connection whose first message says it is authenticated."""
+    ws = await session.ws_connect(url, autoclose=False)
+    while True:
+        msg = await ws.receive(timeout=10)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        if json.loads(msg.data).get("type") == "authenticated":
+            return ws
+
+
+async def close_code(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, str]:
+    while True:
+        msg = await ws.receive(timeout=10)
+        if msg.type == aiohttp.WSMsgType.CLOSE:
+            return int(msg.data), str(msg.extra)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+
+
+async def test_revoking_a_key_closes_its_connections_on_every_node(
+    two_nodes: tuple[Gateway, Gateway], store_path: str, bob: CreatedKey
+) -> None:
+    a, b = two_nodes
+    assert bob.secret is not None
+    async with aiohttp.ClientSession() as session:
+        token = await gateway_token(session, a.http, bob.secret)
+        on_a = await authenticated(session, f"{a.ws_url}?token={token}")
+        on_b = await authenticated(session, f"{b.ws_url}?token={token}")
+        key = await login(session, a.http, "alice", PASSWORD)
+        other = await OpClient.connect(session, ws(a, digest_query("alice", key)))
+        assert (await other.call(1, 1))["res"] == 1
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tickwire", "keys", "revoke", bob.record.name,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "TICKWIRE_KEY_STORE": store_path},
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert f"revoked {bob.record.name}" in out.decode()
+        for conn in (on_a, on_b):
+            assert await close_code(conn) == (CLOSE_KEY_REVOKED, "key revoked")
+        # another key's connection on the same node stays open and served
+        assert (await other.call(1, 1))["res"] == 1
+        await other.close()
+        # and the token no longer opens a connection
+        refused = await session.ws_connect(f"{b.ws_url}?token={token}", autoclose=False)
+        assert (await close_code(refused))[0] == CLOSE_UNAUTHORIZED

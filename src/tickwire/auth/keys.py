@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import enum
 import hashlib
 import hmac
@@ -410,6 +411,15 @@ class KeyStore(ABC):
     @abstractmethod
     async def revoke(self, name: str, at: float) -> KeyRecord | None:
         """Mark a key revoked (idempotent); returns it, or None if there is no such key."""
+
+    async def revoked_since(self, since: float) -> builtins.list[tuple[str, float]]:
+        """``(name, revoked_at)`` of every key revoked at or after ``since`` (UNIX seconds):
+        what a node polls to close the connections of keys revoked elsewhere."""
+        return [
+            (r.name, r.revoked_at)
+            for r in await self.list()
+            if r.revoked_at is not None and r.revoked_at >= since
+        ]
 
     @abstractmethod
     async def find_password(self, user_id: str) -> KeyRecord | None:

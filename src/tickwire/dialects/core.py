@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,6 +41,7 @@ from tickwire.dialects.base import (
 from tickwire.dialects.errors import ProtocolError
 from tickwire.engine.base import EngineError
 from tickwire.hub import (
+    CLOSE_KEY_REVOKED,
     CLOSE_POLICY,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_UNAUTHORIZED,
@@ -244,6 +245,15 @@ class ConnectionCore:
         self._cancel_timers()
         self.state = TRANSITIONS[(self.state, Trigger.CLOSED)]
         self.conn.close(code, reason)
+
+    def revoked(self, key_names: Collection[str]) -> bool:
+        """Close with :data:`CLOSE_KEY_REVOKED` if this connection acts with one of
+        ``key_names`` (revoked in the key store); True if it did."""
+        name = self.principal.key_name
+        if self.closed or name is None or name not in key_names:
+            return False
+        self.close(CLOSE_KEY_REVOKED)
+        return True
 
     # -- frames and commands ----------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The hub: per-process subscriptions and fan-out of frames encoded once per wire format."""
 
 from tickwire.hub.connection import (
+    CLOSE_KEY_REVOKED,
     CLOSE_POLICY,
     CLOSE_REASONS,
     CLOSE_SHUTDOWN,
@@ -16,6 +17,7 @@ from tickwire.hub.hub import Catchup, Hub, HubStats
 from tickwire.hub.wire import WireFormat
 
 __all__ = [
+    "CLOSE_KEY_REVOKED",
     "CLOSE_POLICY",
     "CLOSE_REASONS",
     "CLOSE_SHUTDOWN",

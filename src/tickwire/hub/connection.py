@@ -35,6 +35,8 @@ CLOSE_SLOW = 3008
 CLOSE_STREAM_RESET = 3010
 CLOSE_UNAUTHORIZED = 3500
 CLOSE_POLICY = 3503
+#: The key behind the connection's credential was revoked (``tickwire keys revoke``).
+CLOSE_KEY_REVOKED = 3504
 
 CLOSE_REASONS: dict[int, str] = {
     CLOSE_SHUTDOWN: "shutdown",
@@ -43,6 +45,7 @@ CLOSE_REASONS: dict[int, str] = {
     CLOSE_STREAM_RESET: "stream reset: resubscribe",
     CLOSE_UNAUTHORIZED: "unauthorized",
     CLOSE_POLICY: "policy violation",
+    CLOSE_KEY_REVOKED: "key revoked",
 }
 
 

@@ -30,6 +30,7 @@ from tickwire.server.data_routes import install_market_data
 from tickwire.server.guard import ConnectionGuard, GuardedSite, header_deadline_met
 from tickwire.server.node import NODE_KEY, Node
 from tickwire.server.realtime_routes import add_realtime_routes
+from tickwire.server.revocation import watch_revocations
 from tickwire.server.socketio import install_socketio
 from tickwire.server.ws import mount
 
@@ -91,6 +92,11 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
         return with_role_prefixes(principal, rbac)
 
     node.verify_bearer = verify_bearer  # the ranger dialect's Barong tokens
+
+    async def revocations() -> None:  # keys revoked anywhere close their connections here
+        await watch_revocations(auth.store, node.close_revoked)
+
+    node.background.append(revocations)
     mount_ranger(app, config, node)
     # Market data: gateway, publish + book HTTP API, demo market (docs/market-data.md).
     # The publish API's failed credential checks count against the limiter of /jwt, /login.

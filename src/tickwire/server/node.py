@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from tickwire.auth import Principal
+from tickwire.dialects.core import ConnectionCore
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
 from tickwire.engine.urls import is_engine_url, redact
 from tickwire.hub import CLOSE_SHUTDOWN, Hub, WireFormat
@@ -72,6 +74,8 @@ class Node:
         self.verify_digest: DigestVerifier | None = None
         #: Heartbeat renderers of the mounted dialects, by the wire format they go to.
         self.heartbeats: list[tuple[WireFormat, Callable[[int], bytes | None]]] = []
+        #: the WebSocket connections' cores, to close those of a revoked key
+        self.cores: weakref.WeakSet[ConnectionCore] = weakref.WeakSet()
         self.draining = False
         self.started = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -91,6 +95,13 @@ class Node:
             self.markets.update(parse_channel(name).symbol for name in stream.channels)
         self.synthetic = SyntheticPublisher(self.engine, streams)
         self.background.append(self.synthetic.run)
+
+    def close_revoked(self, key_names: set[str]) -> int:
+        """Close every connection acting with one of ``key_names``; returns how many."""
+        closed = sum(core.revoked(key_names) for core in list(self.cores))
+        if closed:
+            self.hub.flush()
+        return closed
 
     def channel_exists(self, channel: Channel) -> bool:
         """Whether a public channel names a market or ticker this node serves."""

@@ -132,6 +132,7 @@ def dialect_handler(
         fmt = deflated(translator.fmt, wbits) if wbits else translator.fmt
         conn = node.hub.connect(transport, fmt, cfg.max_queue_bytes, linger=True)
         core = ConnectionCore(svc, translator, conn)
+        node.cores.add(core)  # closed when its key is revoked (tickwire.server.revocation)
         if isinstance(request.protocol, GuardedRequestHandler):  # RFC 6455 5.1: close with 1002
             request.protocol.on_unmasked_frame(
                 lambda: conn.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
