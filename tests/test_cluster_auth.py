@@ -1,6 +1,7 @@
 """Auth state shared by two real ``tickwire serve`` nodes on one Redis: a client-signed
 credential (an InstaMrkt digest) used on one node is refused when replayed on the other;
-``tickwire keys revoke`` closes the key's open connections on both nodes (close 3504).
+``tickwire keys revoke`` closes the key's open connections on both nodes (close 3504);
+failed ``POST /jwt`` attempts count against one limit across both nodes.
 
 Both nodes share a key store (one SQLite file) and an auth secret, as a cluster must
 (docs/auth.md); the engine is the shared Redis under a prefix of this test's own."""
@@ -30,6 +31,8 @@ from .test_cluster_redis import Gateway
 
 PASSWORD = "pw-cluster-auth-0123"
 PATH = "/ws/opcode"
+#: failed credential checks an address may make at once, across the cluster
+BURST = 4
 
 
 @pytest.fixture
@@ -53,7 +56,12 @@ async def two_nodes(store_path: str, bob: CreatedKey) -> AsyncIterator[tuple[Gat
     require_redis()
     prefix = redis_prefix()
     secret = "cluster-secret-0123456789-abcdefghijklmnop"
-    env = {"TICKWIRE_KEY_STORE": store_path, "TICKWIRE_AUTH_SECRET": secret}
+    env = {
+        "TICKWIRE_KEY_STORE": store_path,
+        "TICKWIRE_AUTH_SECRET": secret,
+        "TICKWIRE_AUTH_RATE_BURST": str(BURST),
+        "TICKWIRE_AUTH_RATE_PER_MINUTE": "1",
+    }
     url = f"{REDIS_URL}?prefix={prefix}"
     nodes = (Gateway(url, "a", env=env), Gateway(url, "b", env=env))
     try:
@@ -151,3 +159,21 @@ async def test_revoking_a_key_closes_its_connections_on_every_node(
         # and the token no longer opens a connection
         refused = await session.ws_connect(f"{b.ws_url}?token={token}", autoclose=False)
         assert (await close_code(refused))[0] == CLOSE_UNAUTHORIZED
+
+
+async def test_failed_attempts_count_against_one_limit_across_nodes(
+    two_nodes: tuple[Gateway, Gateway],
+) -> None:
+    a, b = two_nodes
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"twsk_wrong:").decode()}
+    statuses: list[int] = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(BURST + 2):  # alternating nodes: each sees BURST / 2 + 1 attempts
+            node = (a, b)[i % 2]
+            async with session.post(f"{node.http}/jwt", headers=wrong) as resp:
+                statuses.append(resp.status)
+                if resp.status == 429:
+                    assert int(resp.headers["Retry-After"]) >= 1
+                    assert (await resp.json())["error"]["code"] == "rate_limited"
+    # per node each would still allow BURST; shared, the cluster allows BURST in all
+    assert statuses == [401] * BURST + [429, 429], statuses

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 from tickwire.auth import codes
 from tickwire.auth.principal import AuthError
@@ -23,6 +24,18 @@ class RateLimited(AuthError):
             codes.RATE_LIMITED, f"too many attempts from this address; retry in {retry_after:.0f} s"
         )
         self.retry_after = retry_after
+
+
+class SharedLimit(Protocol):
+    """The same buckets kept where every node sees them (see
+    :class:`tickwire.auth.redis_state.RedisRateLimit`), so the limit holds per cluster,
+    not per node."""
+
+    async def acquire(self, address: str) -> None:
+        """Take one attempt for ``address``, or raise :class:`RateLimited`."""
+
+    async def refund(self, address: str) -> None:
+        """Give back the attempt taken by :meth:`acquire`."""
 
 
 class RateLimiter:
@@ -43,6 +56,20 @@ class RateLimiter:
         self._clock = clock
         self._max = max_addresses
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        #: with a Redis engine, the cluster's buckets (consulted after this node's own)
+        self.shared: SharedLimit | None = None
+
+    async def take(self, address: str) -> None:
+        """:meth:`acquire` here, then in the cluster's shared buckets (if any)."""
+        self.acquire(address)
+        if self.shared is not None:
+            await self.shared.acquire(address)
+
+    async def give_back(self, address: str) -> None:
+        """:meth:`refund` here and in the cluster's shared buckets (if any)."""
+        self.refund(address)
+        if self.shared is not None:
+            await self.shared.refund(address)
 
     def acquire(self, address: str) -> None:
         """Take one attempt for ``address``, or raise :class:`RateLimited`."""

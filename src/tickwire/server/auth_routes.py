@@ -33,6 +33,7 @@ from tickwire.auth import (
 )
 from tickwire.auth.nonces import SharedNonces
 from tickwire.auth.ratelimit import RateLimited
+from tickwire.auth.redis_state import RedisNonces, RedisRateLimit
 from tickwire.engine.urls import is_engine_url
 from tickwire.model import boundedjson
 from tickwire.server import logredact
@@ -154,17 +155,17 @@ def add_auth_routes(
     async def post_jwt(request: web.Request) -> web.Response:
         address = _client_address(request)
         try:
-            auth.rate_limiter.acquire(address)
+            await auth.rate_limiter.take(address)
             token = await auth.exchange_secret(basic_user(request.headers.get("Authorization", "")))
         except AuthError as exc:
             return _refusal(exc)
-        auth.rate_limiter.refund(address)
+        await auth.rate_limiter.give_back(address)
         return web.json_response({"token": token}, headers=_NO_STORE)
 
     async def post_login(request: web.Request) -> web.Response:
         address = _client_address(request)
         try:
-            auth.rate_limiter.acquire(address)
+            await auth.rate_limiter.take(address)
             fields = await _login_fields(request, body_timeout)
             if fields.get("secret") is not None:
                 result = await auth.login(secret=fields.get("secret"))
@@ -172,7 +173,7 @@ def add_auth_routes(
                 result = await auth.login(user_id=fields.get("id"), password=fields.get("password"))
         except AuthError as exc:
             return _refusal(exc)
-        auth.rate_limiter.refund(address)
+        await auth.rate_limiter.give_back(address)
         return web.json_response(
             {
                 "id": result.user_id,
@@ -200,7 +201,6 @@ def shared_nonces(config: Config) -> SharedNonces | None:
     and namespace as the engine); None with the memory engine (one process, its memory)."""
     if not is_engine_url(config.engine):
         return None
-    from tickwire.auth.redis_state import RedisNonces
     from tickwire.engine.redis import parse_engine_url
 
     try:
@@ -226,6 +226,14 @@ def install_auth(app: web.Application, config: Config) -> Authenticator:
         raise setting_error(str(exc)) from None
     app[AUTH_KEY] = auth
     auth.shared_nonces = shared_nonces(config)
+    if isinstance(auth.shared_nonces, RedisNonces):  # the same Redis keeps the rate limits
+        s = auth.settings
+        auth.rate_limiter.shared = RedisRateLimit(
+            auth.shared_nonces.client,
+            s.auth_rate_burst,
+            s.auth_rate_per_minute,
+            auth.shared_nonces.prefix,
+        )
     add_auth_routes(app, auth, body_timeout=config.body_timeout)
     logredact.install()  # tokens and digests travel in query strings
 

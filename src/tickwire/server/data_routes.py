@@ -229,7 +229,7 @@ def add_data_routes(
         address = request.remote or "unknown"
         if limiter is not None:
             try:
-                limiter.acquire(address)
+                await limiter.take(address)
             except RateLimited as exc:
                 return _error("rate_limited", exc.message, retry_after=exc.retry_after)
         publisher = await check(presented)
@@ -238,7 +238,7 @@ def add_data_routes(
                 "unauthorized", "a valid publisher key is required (Authorization: Bearer)"
             )
         if limiter is not None:
-            limiter.refund(address)
+            await limiter.give_back(address)
         if request.content_length is not None and request.content_length > cfg.max_body_bytes:
             return _error(
                 "body_too_large", f"request body over {cfg.max_body_bytes} bytes", field="body"
