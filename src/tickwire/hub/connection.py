@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from tickwire.hub.batch import Batch, Slice
 from tickwire.hub.frames import NumberedFrame, close_frame
 
 #: A queue's bytes, numbered, and the number after them.
@@ -59,6 +60,12 @@ class Connection:
 
     ``cap`` bounds the bytes held for this client (queued here plus the transport's
     unsent buffer); a client over its cap is disconnected with :data:`CLOSE_SLOW`.
+
+    The queue holds the connection's own frames (replies, snapshots, replays) and
+    :class:`~tickwire.hub.batch.Slice` s of the channels' batches of this iteration, in
+    the order the client gets them. At most one slice is open (growing with its batch) at
+    a time: anything else queued freezes it first, so the order of everything queued
+    for one connection is the order it was queued in, across channels too.
     """
 
     __slots__ = (
@@ -75,8 +82,9 @@ class Connection:
         "number",
         "numbered",
         "on_close",
+        "open",
+        "own",
         "queue",
-        "queued",
         "transport",
     )
 
@@ -96,8 +104,12 @@ class Connection:
         self.transport = transport
         self.fmt = fmt
         self.cap = cap
-        self.queue: list[bytes] = []
-        self.queued = 0
+        self.queue: list[bytes | Slice] = []
+        #: bytes queued: own frames and frozen slices (the open slice's are counted by
+        #: its batch, see :attr:`queued`)
+        self.own = 0
+        #: the slice of a batch that grows with each of its frames, if any
+        self.open: Slice | None = None
         #: the transport's unsent bytes as of the last flush (it only shrinks meanwhile)
         self.backlog = 0
         self.dirty = False
@@ -106,11 +118,17 @@ class Connection:
         self.on_close = on_close
         #: the next number of a :class:`~tickwire.hub.frames.Numbered` message
         self.number = 0
-        #: the queue holds numbered frames (numbered as it is written, in order)
+        #: the queue holds numbered frames of its own (numbered as it is written, in order)
         self.numbered = False
         #: the shell goes on reading after a close frame and ends the transport itself
         #: once the client answered it (see :meth:`close`)
         self.linger = linger
+
+    @property
+    def queued(self) -> int:
+        """Bytes queued for this client and not yet handed to its transport."""
+        sl = self.open
+        return self.own if sl is None else self.own + sl.batch.size(sl.start)
 
     def push(self, frame: bytes) -> None:
         """Queue one frame; it is written with the others at the end of this iteration.
@@ -118,30 +136,69 @@ class Connection:
         when the queue is written (:meth:`flush`), in queue order."""
         if self.closed:
             return
+        if self.open is not None:
+            self.freeze()
         if frame.__class__ is NumberedFrame:
             self.numbered = True
         self.queue.append(frame)
-        self.queued += len(frame)
-        if self.queued + self.backlog > self.cap:
+        self.own += len(frame)
+        if self.own + self.backlog > self.cap:
             self.close(CLOSE_SLOW, drop=True)
             return
         if not self.dirty:
             self.dirty = True
             self.hub.mark_dirty(self)
 
+    def attach(self, batch: Batch) -> None:
+        """Queue an open slice of ``batch``: this client gets every frame the batch gets
+        from now on in this iteration (until something else is queued). The cap is
+        watched by the batch: :attr:`Batch.limit` is lowered to where this one is over."""
+        if self.closed:
+            return
+        if self.open is not None:
+            self.freeze()
+        sl = self.open = Slice(batch, len(batch.frames))
+        self.queue.append(sl)
+        batch.attached[self] = sl
+        limit = self.cap - self.own - self.backlog + batch.ends[-1]
+        if limit < batch.limit:
+            batch.limit = limit
+        if not self.dirty:
+            self.dirty = True
+            self.hub.mark_dirty(self)
+
+    def freeze(self) -> None:
+        """End the open slice where its batch stands: its bytes count as queued here,
+        and the batch's next frame starts a new slice (if this one still subscribes)."""
+        sl = self.open
+        if sl is None:
+            return
+        self.open = None
+        batch = sl.batch
+        sl.end = len(batch.frames)
+        batch.attached.pop(self, None)
+        batch.detached.append(self)
+        self.own += batch.size(sl.start, sl.end)
+
+    def over_cap(self, batch: Batch) -> bool:
+        """True when this connection's open slice of ``batch`` takes it over its cap."""
+        sl = self.open
+        held = self.own + self.backlog
+        if sl is not None and sl.batch is batch:
+            held += batch.size(sl.start)
+        return held > self.cap
+
     def flush(self) -> int:
         """Write everything queued in one call; returns the bytes written."""
         self.dirty = False
         queue = self.queue
+        self.open = None  # its batch is closed: the flush comes at the end of an iteration
         if self.closed or not queue:
             queue.clear()
             return 0
-        if self.numbered:
-            data = self._numbered(queue, self.hub.joined)
-        else:
-            data = queue[0] if len(queue) == 1 else b"".join(queue)
+        data = self._joined(queue, self.hub.joined)
         queue.clear()
-        self.queued = 0
+        self.own = 0
         transport = self.transport
         if transport.get_write_buffer_size() + len(data) > self.cap:
             self.close(CLOSE_SLOW, drop=True)
@@ -150,25 +207,54 @@ class Connection:
         self.backlog = transport.get_write_buffer_size()
         return len(data)
 
-    def _numbered(self, queue: list[bytes], joined: dict[tuple[object, ...], Joined]) -> bytes:
-        """The queue's bytes with this connection's numbers put in front of its numbered
-        frames, in order. In a fan-out every subscriber has the same frames queued and
-        mostly stands at the same number: ``joined`` (the hub's, for one flush) keeps the
-        result by (number, frames), so they share one join."""
+    def _joined(
+        self, queue: list[bytes | Slice], joined: dict[tuple[object, ...], Joined]
+    ) -> bytes:
+        """The queue's bytes, numbered frames with this connection's numbers in order.
+        A queue of one slice writes its batch's bytes, joined once for every connection
+        at the same place and number; a numbered queue of several items is joined once
+        for every connection with the same items at the same number (``joined``, the
+        hub's, kept for one flush)."""
+        if len(queue) == 1:
+            item = queue[0]
+            if item.__class__ is Slice:
+                assert isinstance(item, Slice)
+                data, count = item.batch.join(item.start, item.end, self.number)
+                self.number += count
+                return data
+        numbered = self.numbered
         self.numbered = False
+        parts: list[bytes] = []
+        for item in queue:
+            if isinstance(item, Slice):
+                parts += item.frames()
+                numbered = numbered or item.batch.numbered
+            else:
+                parts.append(item)
+        if not numbered:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         n = self.number
-        key = (n, *queue)
+        key = (n, *parts)
         done = joined.get(key)
         if done is None:
-            parts: list[bytes] = []
-            for frame in queue:
-                if frame.__class__ is NumberedFrame:
-                    parts.append(frame.head(n))
+            out: list[bytes] = []
+            for frame in parts:
+                if isinstance(frame, NumberedFrame):
+                    out.append(frame.head(n))
                     n += 1
-                parts.append(frame)
-            done = joined[key] = (b"".join(parts), n)
+                out.append(frame)
+            done = joined[key] = (b"".join(out), n)
         self.number = done[1]
         return done[0]
+
+    def drop_queue(self) -> None:
+        """Forget what is queued (the connection is closing)."""
+        sl = self.open
+        if sl is not None:
+            self.open = None
+            sl.batch.attached.pop(self, None)
+        self.queue.clear()
+        self.own = 0
 
     def close(self, code: int, reason: str | None = None, *, drop: bool = False) -> None:
         """Send what is queued (unless ``drop``), then a close frame, and close.
@@ -186,12 +272,9 @@ class Connection:
         self.closed = True
         if drop or not self.queue:
             pending = b""
-        elif self.numbered:
-            pending = self._numbered(self.queue, {})
         else:
-            pending = b"".join(self.queue)
-        self.queue.clear()
-        self.queued = 0
+            pending = self._joined(self.queue, {})
+        self.drop_queue()
         reason = CLOSE_REASONS.get(code, "") if reason is None else reason
         # one line per cut; a drain closes every connection and logs one line itself
         log.log(

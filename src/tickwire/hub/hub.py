@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tickwire.engine.base import Engine
+from tickwire.hub.batch import UNBOUNDED, Batch
 from tickwire.hub.connection import (
     CLOSE_SHUTDOWN,
     CLOSE_SLOW,
@@ -135,6 +136,9 @@ class _ChannelState:
     resume: dict[Connection, object] = field(default_factory=dict)
     #: publications that arrived without a snapshot the waiting subscribers could use
     state_waits: int = 0
+    #: this loop iteration's frames by wire format, shared by the live subscribers
+    #: (``Batch``); emptied by the hub's flush
+    batches: dict[WireFormat, Batch] = field(default_factory=dict)
 
     def subscriber_count(self) -> int:
         return sum(len(c) for c in self.groups.values()) + len(self.pending) + len(self.ahead)
@@ -168,6 +172,8 @@ class Hub:
         self.connections: set[Connection] = set()
         self._channels: dict[str, _ChannelState] = {}
         self._dirty: list[Connection] = []
+        #: channels with batches open in this iteration
+        self._batched: list[_ChannelState] = []
         #: numbered queues already joined in this flush (see Connection._numbered)
         self.joined: dict[tuple[object, ...], tuple[bytes, int]] = {}
         self._flush_scheduled = False
@@ -195,7 +201,7 @@ class Hub:
     def disconnect(self, conn: Connection) -> None:
         """The client went away: forget it (no close frame is sent)."""
         conn.closed = True
-        conn.queue.clear()
+        conn.drop_queue()
         self.detach(conn, 0)
 
     def detach(self, conn: Connection, code: int) -> None:
@@ -228,6 +234,10 @@ class Hub:
     def flush(self) -> None:
         """Write every dirty connection's queued frames, one write each."""
         self._flush_scheduled = False
+        if self._batched:  # the iteration's batches are complete: later frames start new ones
+            for st in self._batched:
+                st.batches.clear()
+            self._batched = []
         dirty = self._dirty
         self._dirty = []
         written = 0
@@ -297,12 +307,21 @@ class Hub:
             latency = max(0.0, time.time() - pub.ts / 1000)
             stats.latency_counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
             stats.latency_sum += latency
-        # copies: a push over its cap closes that connection, which leaves the group
+        # one frame per format, added to the format's batch of this iteration: the
+        # subscribers hold slices of it (attached once per iteration, not per frame)
         for fmt, conns in tuple(st.groups.items()):
             frame = text_frame(fmt.pub(pub), fmt.compressed)
-            for conn in tuple(conns):
-                conn.push(frame)
+            batch = st.batches.get(fmt)
+            if batch is None:
+                batch = st.batches[fmt] = Batch()
+                self._batched.append(st)
+                for conn in tuple(conns):
+                    conn.attach(batch)
+            elif batch.detached:
+                self._reattach(batch, conns)
             stats.frames_out += len(conns)
+            if batch.append(frame) > batch.limit:
+                self._cut_slow(batch)
         for buffered in st.pending.values():
             buffered.append(pub)
         if st.awaiting_state:
@@ -314,6 +333,30 @@ class Hub:
             for conn in caught_up:  # they had this one already: live from the next
                 del st.ahead[conn]
                 self._join(st, conn)
+
+    @staticmethod
+    def _reattach(batch: Batch, group: dict[Connection, None]) -> None:
+        """Give the subscribers whose queue went on without ``batch`` (or that joined
+        the group meanwhile) a new slice starting with its next frame."""
+        detached, batch.detached = batch.detached, []
+        for conn in detached:
+            sl = conn.open
+            if conn in group and (sl is None or sl.batch is not batch):
+                conn.attach(batch)
+
+    @staticmethod
+    def _cut_slow(batch: Batch) -> None:
+        """The batch grew past where an attached subscriber may be over its cap: close
+        those that are (before anything is written for them) and recompute the limit."""
+        for conn in tuple(batch.attached):
+            if conn.over_cap(batch):
+                conn.close(CLOSE_SLOW, drop=True)
+        size = batch.ends[-1]
+        limit = UNBOUNDED
+        for conn, sl in batch.attached.items():
+            room = conn.cap - conn.own - conn.backlog + batch.ends[sl.start]
+            limit = min(limit, room)
+        batch.limit = max(limit, size)
 
     def _start_gap_recovery(self, st: _ChannelState, pub: Publication) -> None:
         st.gap_buffer = [pub]
@@ -480,6 +523,9 @@ class Hub:
         if group is None:
             group = st.groups[conn.fmt] = {}
         group[conn] = None
+        batch = st.batches.get(conn.fmt)
+        if batch is not None:  # it gets this iteration's frames from the next one on
+            batch.detached.append(conn)
 
     def live_position(self, conn: Connection, channel: str) -> Position | None:
         """Where ``conn``'s stream of ``channel`` stands if it is a live subscriber (it
@@ -575,6 +621,9 @@ class Hub:
     def _unlive(self, st: _ChannelState, conn: Connection) -> None:
         st.ahead.pop(conn, None)
         st.awaiting_state.discard(conn)
+        sl = conn.open
+        if sl is not None and sl.batch is st.batches.get(conn.fmt):
+            conn.freeze()  # what it got before it left stays queued; nothing after
         group = st.groups.get(conn.fmt)
         if group is not None:
             group.pop(conn, None)
