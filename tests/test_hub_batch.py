@@ -7,7 +7,7 @@ import json
 
 from tickwire.dialects.native import NATIVE
 from tickwire.hub import CLOSE_SLOW, Numbered
-from tickwire.hub.batch import Batch, Slice
+from tickwire.hub.batch import Batch
 
 from .test_coinbase_hub import FMT as COINBASE
 from .test_coinbase_hub import TRADE, frames
@@ -41,7 +41,7 @@ async def test_one_channel_is_joined_once_and_the_same_bytes_go_to_every_subscri
     for i in range(20):
         engine.publish_now("trades:X", payload(i))
     assert all(not conn.queue or len(conn.queue) == 1 for conn in conns)  # one slice each
-    assert all(isinstance(conn.queue[0], Slice) for conn in conns)
+    assert all(isinstance(conn.queue[0], Batch) for conn in conns)
     await next_iteration()
     first = ts[0].writes[0]
     for t in ts:

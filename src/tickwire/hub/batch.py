@@ -25,14 +25,25 @@ UNBOUNDED = 1 << 62
 class Batch:
     """The frames of one channel and wire format queued in one loop iteration, in order."""
 
-    __slots__ = ("attached", "detached", "ends", "frames", "joins", "limit", "numbered")
+    __slots__ = (
+        "attached",
+        "detached",
+        "ends",
+        "frames",
+        "joins",
+        "limit",
+        "numbered",
+        "whole",
+        "whole_frames",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, attached: list[Connection]) -> None:
         self.frames: list[bytes] = []
         #: ``ends[i]``: the bytes of ``frames[:i]`` (so ``ends[-1]`` is the batch's size)
         self.ends: list[int] = [0]
-        #: connections whose open slice of this batch grows with every frame
-        self.attached: dict[Connection, Slice] = {}
+        #: connections that were given an open slice of this batch (those whose
+        #: ``open`` is still this batch grow with every frame; the others moved on)
+        self.attached = attached
         #: subscribers that get a new slice with the next frame (their queue went on
         #: with other frames, or they joined the channel's group meanwhile)
         self.detached: list[Connection] = []
@@ -42,6 +53,9 @@ class Batch:
         self.numbered = False
         #: joined bytes by (start, end, number): subscribers at the same place share one
         self.joins: dict[tuple[int, int, int], tuple[bytes, int]] = {}
+        #: every frame joined (unnumbered), and how many frames that was
+        self.whole = b""
+        self.whole_frames = 0
 
     def append(self, frame: bytes) -> int:
         """Add one frame; returns the batch's size."""
@@ -51,6 +65,14 @@ class Batch:
         size = self.ends[-1] + len(frame)
         self.ends.append(size)
         return size
+
+    def joined(self) -> bytes:
+        """All frames as one bytes object (an unnumbered batch), joined once."""
+        frames = self.frames
+        if self.whole_frames != len(frames):
+            self.whole = frames[0] if len(frames) == 1 else b"".join(frames)
+            self.whole_frames = len(frames)
+        return self.whole
 
     def size(self, start: int, end: int | None = None) -> int:
         """Bytes of ``frames[start:end]``."""
@@ -82,15 +104,16 @@ class Batch:
 
 
 class Slice:
-    """Part of a :class:`Batch` in one connection's queue: ``frames[start:end]``; an open
-    slice (``end`` None) takes every frame the batch gets until it is frozen."""
+    """Part of a :class:`Batch` in one connection's queue: ``frames[start:end]``, frozen.
+    (An open slice, growing with its batch, is the batch itself as the last item of the
+    queue, with its start in the connection's ``open_start``.)"""
 
     __slots__ = ("batch", "end", "start")
 
-    def __init__(self, batch: Batch, start: int) -> None:
+    def __init__(self, batch: Batch, start: int, end: int) -> None:
         self.batch = batch
         self.start = start
-        self.end: int | None = None
+        self.end = end
 
     def frames(self) -> list[bytes]:
         return self.batch.frames[self.start : self.end]

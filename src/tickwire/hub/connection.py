@@ -83,6 +83,7 @@ class Connection:
         "numbered",
         "on_close",
         "open",
+        "open_start",
         "own",
         "queue",
         "transport",
@@ -104,12 +105,15 @@ class Connection:
         self.transport = transport
         self.fmt = fmt
         self.cap = cap
-        self.queue: list[bytes | Slice] = []
+        #: frames, frozen :class:`Slice` s and (last) the open batch, in order
+        self.queue: list[bytes | Slice | Batch] = []
         #: bytes queued: own frames and frozen slices (the open slice's are counted by
         #: its batch, see :attr:`queued`)
         self.own = 0
-        #: the slice of a batch that grows with each of its frames, if any
-        self.open: Slice | None = None
+        #: the batch whose frames this connection takes as they come (the last item of
+        #: the queue), from frame ``open_start`` on; None when there is none
+        self.open: Batch | None = None
+        self.open_start = 0
         #: the transport's unsent bytes as of the last flush (it only shrinks meanwhile)
         self.backlog = 0
         self.dirty = False
@@ -127,8 +131,8 @@ class Connection:
     @property
     def queued(self) -> int:
         """Bytes queued for this client and not yet handed to its transport."""
-        sl = self.open
-        return self.own if sl is None else self.own + sl.batch.size(sl.start)
+        batch = self.open
+        return self.own if batch is None else self.own + batch.size(self.open_start)
 
     def push(self, frame: bytes) -> None:
         """Queue one frame; it is written with the others at the end of this iteration.
@@ -152,15 +156,17 @@ class Connection:
     def attach(self, batch: Batch) -> None:
         """Queue an open slice of ``batch``: this client gets every frame the batch gets
         from now on in this iteration (until something else is queued). The cap is
-        watched by the batch: :attr:`Batch.limit` is lowered to where this one is over."""
+        watched by the batch: :attr:`Batch.limit` is lowered to where this one is over.
+        (The hub attaches a channel's whole group itself, the same way, in one loop.)"""
         if self.closed:
             return
         if self.open is not None:
             self.freeze()
-        sl = self.open = Slice(batch, len(batch.frames))
-        self.queue.append(sl)
-        batch.attached[self] = sl
-        limit = self.cap - self.own - self.backlog + batch.ends[-1]
+        self.open = batch
+        start = self.open_start = len(batch.frames)
+        self.queue.append(batch)
+        batch.attached.append(self)
+        limit = self.cap - self.own - self.backlog + batch.ends[start]
         if limit < batch.limit:
             batch.limit = limit
         if not self.dirty:
@@ -170,33 +176,41 @@ class Connection:
     def freeze(self) -> None:
         """End the open slice where its batch stands: its bytes count as queued here,
         and the batch's next frame starts a new slice (if this one still subscribes)."""
-        sl = self.open
-        if sl is None:
+        batch = self.open
+        if batch is None:
             return
         self.open = None
-        batch = sl.batch
-        sl.end = len(batch.frames)
-        batch.attached.pop(self, None)
+        start, end = self.open_start, len(batch.frames)
+        self.queue[-1] = Slice(batch, start, end)
         batch.detached.append(self)
-        self.own += batch.size(sl.start, sl.end)
+        self.own += batch.size(start, end)
 
     def over_cap(self, batch: Batch) -> bool:
         """True when this connection's open slice of ``batch`` takes it over its cap."""
-        sl = self.open
         held = self.own + self.backlog
-        if sl is not None and sl.batch is batch:
-            held += batch.size(sl.start)
+        if self.open is batch:
+            held += batch.size(self.open_start)
         return held > self.cap
 
     def flush(self) -> int:
         """Write everything queued in one call; returns the bytes written."""
         self.dirty = False
         queue = self.queue
-        self.open = None  # its batch is closed: the flush comes at the end of an iteration
         if self.closed or not queue:
+            self.open = None
             queue.clear()
             return 0
-        data = self._joined(queue, self.hub.joined)
+        batch = queue[0]
+        if len(queue) == 1 and batch.__class__ is Batch:
+            assert isinstance(batch, Batch)
+            if batch.numbered or self.open_start:
+                data, count = batch.join(self.open_start, None, self.number)
+                self.number += count
+            else:
+                data = batch.joined()
+        else:
+            data = self._joined(queue, self.hub.joined)
+        self.open = None  # its batch is closed: the flush comes at the end of an iteration
         queue.clear()
         self.own = 0
         transport = self.transport
@@ -208,26 +222,32 @@ class Connection:
         return len(data)
 
     def _joined(
-        self, queue: list[bytes | Slice], joined: dict[tuple[object, ...], Joined]
+        self, queue: list[bytes | Slice | Batch], joined: dict[tuple[object, ...], Joined]
     ) -> bytes:
         """The queue's bytes, numbered frames with this connection's numbers in order.
         A queue of one slice writes its batch's bytes, joined once for every connection
         at the same place and number; a numbered queue of several items is joined once
         for every connection with the same items at the same number (``joined``, the
         hub's, kept for one flush)."""
-        if len(queue) == 1:
-            item = queue[0]
-            if item.__class__ is Slice:
-                assert isinstance(item, Slice)
-                data, count = item.batch.join(item.start, item.end, self.number)
+        items = queue
+        if len(items) == 1:
+            item = items[0]
+            if isinstance(item, Batch | Slice):
+                if isinstance(item, Batch):
+                    data, count = item.join(self.open_start, None, self.number)
+                else:
+                    data, count = item.batch.join(item.start, item.end, self.number)
                 self.number += count
                 return data
         numbered = self.numbered
         self.numbered = False
         parts: list[bytes] = []
-        for item in queue:
-            if isinstance(item, Slice):
-                parts += item.frames()
+        for item in items:
+            if isinstance(item, Batch):
+                parts += item.frames[self.open_start :]
+                numbered = numbered or item.numbered
+            elif isinstance(item, Slice):
+                parts += item.batch.frames[item.start : item.end]
                 numbered = numbered or item.batch.numbered
             else:
                 parts.append(item)
@@ -249,10 +269,7 @@ class Connection:
 
     def drop_queue(self) -> None:
         """Forget what is queued (the connection is closing)."""
-        sl = self.open
-        if sl is not None:
-            self.open = None
-            sl.batch.attached.pop(self, None)
+        self.open = None
         self.queue.clear()
         self.own = 0
 

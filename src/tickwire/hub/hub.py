@@ -225,11 +225,14 @@ class Hub:
         """``conn`` has frames queued: flush it at the end of this loop iteration."""
         self._dirty.append(conn)
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
-            loop.call_soon(self.flush)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = True
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write every dirty connection's queued frames, one write each."""
@@ -313,10 +316,7 @@ class Hub:
             frame = text_frame(fmt.pub(pub), fmt.compressed)
             batch = st.batches.get(fmt)
             if batch is None:
-                batch = st.batches[fmt] = Batch()
-                self._batched.append(st)
-                for conn in tuple(conns):
-                    conn.attach(batch)
+                batch = st.batches[fmt] = self._open_batch(st, conns)
             elif batch.detached:
                 self._reattach(batch, conns)
             stats.frames_out += len(conns)
@@ -334,14 +334,38 @@ class Hub:
                 del st.ahead[conn]
                 self._join(st, conn)
 
+    def _open_batch(self, st: _ChannelState, group: dict[Connection, None]) -> Batch:
+        """A new batch for ``group``, every member attached from its first frame:
+        :meth:`Connection.attach` for each, inlined (this runs once per channel, format
+        and iteration for every subscriber, so it is the fan-out's per-connection cost)."""
+        batch = Batch(list(group))
+        self._batched.append(st)
+        dirty = self._dirty
+        limit = UNBOUNDED
+        for conn in batch.attached:
+            if conn.open is not None:
+                conn.freeze()
+            conn.open = batch
+            conn.open_start = 0
+            conn.queue.append(batch)
+            room = conn.cap - conn.own - conn.backlog
+            if room < limit:
+                limit = room
+            if not conn.dirty:
+                conn.dirty = True
+                dirty.append(conn)
+        batch.limit = limit
+        if dirty and not self._flush_scheduled:
+            self._schedule_flush()
+        return batch
+
     @staticmethod
     def _reattach(batch: Batch, group: dict[Connection, None]) -> None:
         """Give the subscribers whose queue went on without ``batch`` (or that joined
         the group meanwhile) a new slice starting with its next frame."""
         detached, batch.detached = batch.detached, []
         for conn in detached:
-            sl = conn.open
-            if conn in group and (sl is None or sl.batch is not batch):
+            if conn.open is not batch and conn in group:
                 conn.attach(batch)
 
     @staticmethod
@@ -349,14 +373,15 @@ class Hub:
         """The batch grew past where an attached subscriber may be over its cap: close
         those that are (before anything is written for them) and recompute the limit."""
         for conn in tuple(batch.attached):
-            if conn.over_cap(batch):
+            if conn.open is batch and conn.over_cap(batch):
                 conn.close(CLOSE_SLOW, drop=True)
-        size = batch.ends[-1]
+        # only those still taking its frames: the others' caps are watched elsewhere
+        batch.attached = attached = [c for c in batch.attached if c.open is batch]
         limit = UNBOUNDED
-        for conn, sl in batch.attached.items():
-            room = conn.cap - conn.own - conn.backlog + batch.ends[sl.start]
+        for conn in attached:
+            room = conn.cap - conn.own - conn.backlog + batch.ends[conn.open_start]
             limit = min(limit, room)
-        batch.limit = max(limit, size)
+        batch.limit = max(limit, batch.ends[-1])
 
     def _start_gap_recovery(self, st: _ChannelState, pub: Publication) -> None:
         st.gap_buffer = [pub]
@@ -621,8 +646,7 @@ class Hub:
     def _unlive(self, st: _ChannelState, conn: Connection) -> None:
         st.ahead.pop(conn, None)
         st.awaiting_state.discard(conn)
-        sl = conn.open
-        if sl is not None and sl.batch is st.batches.get(conn.fmt):
+        if conn.open is not None and conn.open is st.batches.get(conn.fmt):
             conn.freeze()  # what it got before it left stays queued; nothing after
         group = st.groups.get(conn.fmt)
         if group is not None:
