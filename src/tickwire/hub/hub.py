@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from tickwire.engine.base import Engine
 from tickwire.hub.batch import UNBOUNDED, Batch
+from tickwire.hub.coalesce import WriteCoalescer
 from tickwire.hub.connection import (
     CLOSE_SHUTDOWN,
     CLOSE_SLOW,
@@ -101,6 +102,8 @@ class HubStats:
     frames_out: int = 0
     bytes_out: int = 0
     writes: int = 0
+    #: flushes held back by write coalescing (the process was saturated with writes)
+    held_flushes: int = 0
     slow_disconnects: int = 0
     replays: int = 0
     replayed_publications: int = 0
@@ -164,7 +167,12 @@ class Hub:
         *,
         max_recover: int = 10_000,
         drain_timeout: float = 5.0,
+        max_write_delay: float = 0.005,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """``max_write_delay``: the most (seconds) a saturated hub holds a flush so that
+        each write carries more (:mod:`tickwire.hub.coalesce`; 0: never). ``clock``
+        times the flushes (a monotonic clock; tests pass their own)."""
         self.engine = engine
         self.max_recover = max_recover
         self.drain_timeout = drain_timeout
@@ -177,6 +185,9 @@ class Hub:
         #: numbered queues already joined in this flush (see Connection._numbered)
         self.joined: dict[tuple[object, ...], tuple[bytes, int]] = {}
         self._flush_scheduled = False
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self.coalescer = WriteCoalescer(max_write_delay)
+        self._clock = clock
         self._membership = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -232,11 +243,26 @@ class Hub:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        loop.call_soon(self.flush)
+        hold = self.coalescer.hold()
+        if hold > 0:
+            self.stats.held_flushes += 1
+            self._flush_timer = loop.call_later(hold, self.flush)
+        else:
+            loop.call_soon(self.flush)
+
+    @property
+    def held_until(self) -> float | None:
+        """The loop time a held flush is due at (write coalescing), or None."""
+        timer = self._flush_timer
+        return None if timer is None else timer.when()
 
     def flush(self) -> None:
         """Write every dirty connection's queued frames, one write each."""
+        start = self._clock()
         self._flush_scheduled = False
+        if self._flush_timer is not None:  # called early (a drain): the timer is moot
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if self._batched:  # the iteration's batches are complete: later frames start new ones
             for st in self._batched:
                 st.batches.clear()
@@ -254,6 +280,8 @@ class Hub:
         self.stats.writes += writes
         if self.joined:
             self.joined.clear()
+        if writes:
+            self.coalescer.flushed(start, self._clock() - start)
 
     def send(self, conn: Connection, payload: bytes) -> None:
         """Queue one dialect message (a reply, an error) for one connection."""

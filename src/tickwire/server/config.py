@@ -51,6 +51,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_recover: int = 10_000
     #: Bytes queued for one client (ours plus the socket's) before it is cut as slow.
     max_queue_bytes: int = 1_048_576
+    #: Seconds the hub may hold its writes when writing saturates the process, so that
+    #: each write carries more frames (adaptive: an idle node adds nothing); 0: never.
+    max_write_delay: float = 0.005
     #: Largest inbound frame answered with an error (bytes); larger ones are refused.
     max_frame_bytes: int = 65_536
     #: Inbound frames over this size close the connection (1009).
@@ -257,6 +260,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("history_ttl", self.history_ttl > 0, positive),
             ("max_recover", self.max_recover >= 0, "an integer >= 0"),
             ("max_queue_bytes", self.max_queue_bytes >= 4096, "an integer >= 4096"),
+            (
+                "max_write_delay",
+                0 <= self.max_write_delay <= 1,
+                "a number of seconds from 0 to 1",
+            ),
             ("max_frame_bytes", self.max_frame_bytes >= 256, "an integer >= 256"),
             (
                 "max_frame_hard_bytes",

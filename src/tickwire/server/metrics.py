@@ -104,6 +104,11 @@ class NodeCollector(Collector):
             ("frames_out", "WebSocket frames queued to clients.", s.frames_out),
             ("bytes_out", "Bytes written to client sockets.", s.bytes_out),
             ("writes", "Socket writes (coalesced frames) to clients.", s.writes),
+            (
+                "held_flushes",
+                "Flushes held back (max_write_delay) because writes saturated the process.",
+                s.held_flushes,
+            ),
             ("slow_disconnects", "Clients cut for exceeding their queue cap.", s.slow_disconnects),
             ("replays", "Resubscriptions recovered from history.", s.replays),
             (

@@ -60,7 +60,10 @@ class Node:
         self.config = config
         self.engine = engine or make_engine(config)
         self.hub = Hub(
-            self.engine, max_recover=config.max_recover, drain_timeout=config.drain_timeout
+            self.engine,
+            max_recover=config.max_recover,
+            drain_timeout=config.drain_timeout,
+            max_write_delay=config.max_write_delay,
         )
         self.markets: set[str] = set(config.markets)
         self.tickers: set[str] = set(config.tickers)
