@@ -1,6 +1,7 @@
 """tickwire's benchmark scenarios, each one command, tickwire and its peers side by side.
 
-    python bench/run.py fanout      # (a) 1 channel, 1,000 subscribers, rate stepped up
+    python bench/run.py fanout      # (a) 1 channel, 1,000 subscribers, rate stepped up at
+                                    #     1, 10 and 100 messages per tick (--per-tick)
     python bench/run.py channels    # (b) 10,000 connections, own channel + a shared one
     python bench/run.py idle        # (c) 10,000 idle connections: RSS per connection
     python bench/run.py book        # (d) 20 books, realistic rates, 2,000 subscribers
@@ -67,14 +68,20 @@ class Server:
     kind: str  # "tickwire", "python", "node"
     script: str = ""
     note: str = ""
+    #: environment of its own (config fields as ``TICKWIRE_<FIELD>``)
+    settings: tuple[tuple[str, str], ...] = ()
 
     def env(self) -> dict[str, str]:
         """Environment the server needs beyond ours (the opcode dialect: a user to log in)."""
         if self.dialect != "opcode":
-            return {}
+            return dict(self.settings)
         store, _ = bench_user()
         # every connection is the same user: room for all their nonces
-        return {"TICKWIRE_KEY_STORE": store, "TICKWIRE_NONCE_CACHE_PER_KEY": "1000000"}
+        return {
+            **dict(self.settings),
+            "TICKWIRE_KEY_STORE": store,
+            "TICKWIRE_NONCE_CACHE_PER_KEY": "1000000",
+        }
 
     def generator_args(self) -> list[str]:
         if self.dialect != "opcode":
@@ -114,6 +121,13 @@ TARGETS: dict[str, Server] = {
         Server("tickwire-opcode", "opcode", "tickwire", note="InstaMrkt opcodes, digest + logon"),
         Server("tickwire-ranger", "ranger", "tickwire", note="Peatio ranger dialect"),
         Server("tickwire-coinbase", "coinbase", "tickwire", note="Coinbase dialect"),
+        Server(
+            "tickwire-nodelay",
+            "native",
+            "tickwire",
+            note="native, write coalescing off (max_write_delay = 0)",
+            settings=(("TICKWIRE_MAX_WRITE_DELAY", "0"),),
+        ),
         Server("raw-floor", "native", "python", "raw_floor.py", "frame once, one write/iter"),
         Server("websockets", "native", "python", "websockets_peer.py", "broadcast()"),
         Server("python-socketio", "eio4", "python", "socketio_peer.py", "aiohttp, rooms"),
@@ -121,8 +135,9 @@ TARGETS: dict[str, Server] = {
         Server("node-socketio", "eio4", "node", "socketio-server.js", "rooms"),
     )
 }
-#: ``tickwire-ranger`` runs when asked for (``--targets tickwire,tickwire-ranger``).
-DEFAULT_TARGETS = [t for t in TARGETS if t != "tickwire-ranger"]
+#: ``tickwire-ranger`` and ``tickwire-nodelay`` run when asked for
+#: (``--targets tickwire,tickwire-ranger``).
+DEFAULT_TARGETS = [t for t in TARGETS if t not in ("tickwire-ranger", "tickwire-nodelay")]
 
 
 BENCH_USER = "bench"
@@ -379,7 +394,52 @@ def fmt(v: Any, spec: str = ",.0f") -> str:
     return str(v)
 
 
+def sweep_markdown(report: Report) -> str:
+    """A fan-out sweep: per messages-per-tick and target, the held and most delivered
+    rates beside their ratios to the raw floor, then every step."""
+    p = report.params
+    probe = p.get("write_syscall") or {}
+    lines = [
+        f"### {report.scenario} ({p.get('date', '?')}, {p['subscribers']:,} subscribers, "
+        f"{p['size']}-byte messages, engine {p['engine']})",
+        "",
+        f"Write syscall on this machine: {fmt(probe.get('ns_per_write'))} ns per "
+        f"{fmt(probe.get('bytes'))}-byte send() on loopback TCP to a reader waiting in "
+        f"epoll ({fmt(probe.get('connections'))} sockets round-robin, median of "
+        f"{fmt(probe.get('rounds'))} rounds; server CPU 0, reader CPU 1). Ratios are to "
+        f"`{FLOOR}` at the same messages per tick in this run.",
+        "",
+        "| msgs/tick | target | held (p99<50ms) | vs floor | p99 at held | most delivered/s "
+        "| vs floor | p50/p99 ms at most | CPU ns/delivery at most | other load |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.rows:
+        held = fmt(r["held_per_s"]) if r["held_per_s"] else "none"
+        lines.append(
+            f"| {r['per_tick']} | {r['target']} | {held} | {fmt(r['held_per_s_vs_floor'], '.2f')}x "
+            f"| {fmt(r['held_p99_ms'], '.1f')} | {fmt(r['most_per_s'])} "
+            f"| {fmt(r['most_per_s_vs_floor'], '.2f')}x "
+            f"| {fmt(r['p50_ms'], '.1f')}/{fmt(r['p99_ms'], '.1f')} "
+            f"| {fmt(r['cpu_ns_per_delivery'], ',.0f')} | {fmt(r['foreign_pct'], '.0f')}% |"
+        )
+    for name, err in report.errors.items():
+        lines.append(f"| - | {name} | failed: {err[:80]} | | | | | | | |")
+    for name, steps in report.steps.items():
+        lines += ["", f"{name} steps (offered → delivered/s, p50/p99 ms, server CPU, "
+                  "other load, held):", ""]  # fmt: skip
+        for st in steps:
+            lines.append(
+                f"- {fmt(st['offered_per_s'])} → {fmt(st['deliveries_per_s'])}, "
+                f"{fmt(st['p50_ms'], '.1f')}/{fmt(st['p99_ms'], '.1f')} ms, "
+                f"{fmt(st['server_cpu_pct'], '.0f')}%, {fmt(st['foreign_pct'], '.0f')}%, "
+                f"{'held' if st['held'] else 'NOT held'}"
+            )
+    return "\n".join(lines)
+
+
 def markdown(report: Report) -> str:
+    if "per_tick" in report.params:
+        return sweep_markdown(report)
     lines = [f"### {report.scenario}", ""]
     lines.append(
         "| target | deliveries/s | p50 ms | p99 ms | server CPU | core busy (irq) "
@@ -427,32 +487,26 @@ def say(msg: str) -> None:
 # -- scenarios -------------------------------------------------------------------------
 
 FANOUT_SUBSCRIBERS = 1000
-#: Publisher ticks per second in the fan-out: the batch is rate / FANOUT_TICK_HZ
-#: messages (at least 1), so 1M deliveries/s to 1,000 subscribers is 10 per tick, as in
-#: the performance model, and lower rates are not artificially bursty.
-FANOUT_TICK_HZ = 100
-#: deliveries/s offered, in order; a target stops at the first step it cannot deliver
-FANOUT_STEPS = [
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    200_000,
-    300_000,
-    400_000,
-    500_000,
-    600_000,
-    700_000,
-    800_000,
-    900_000,
-    1_000_000,
-    1_200_000,
-    1_400_000,
-    1_700_000,
-    2_000_000,
-    2_500_000,
-    3_000_000,
-]
+#: Messages per publisher tick the fan-out runs at, each a sweep of its own: 1 (every
+#: delivery a write of its own unless the server coalesces), 10 and 100 (the regime
+#: where frames share writes). ``--per-tick`` overrides.
+FANOUT_PER_TICK = [1, 10, 100]
+#: deliveries/s offered at each messages-per-tick, in order; a target stops after two
+#: steps in a row it cannot deliver (``--steps`` replaces every list)
+FANOUT_STEPS: dict[int, list[int]] = {
+    1: [25_000, 50_000, 100_000, 150_000, 200_000, 300_000, 400_000],
+    10: [100_000, 250_000, 500_000, 1_000_000, 1_500_000, 2_000_000, 3_000_000],
+    100: [500_000, 1_000_000, 2_000_000, 3_000_000, 4_000_000, 5_000_000],
+}
+#: The target every fan-out result is a ratio to (added to the run when not named).
+FLOOR = "raw-floor"
+
+
+def steps_for(per_tick: int) -> list[int]:
+    """The offered rates of the sweep at ``per_tick`` messages per tick."""
+    if per_tick in FANOUT_STEPS:
+        return FANOUT_STEPS[per_tick]
+    return sorted({r * per_tick // 10 for r in FANOUT_STEPS[10]})
 
 
 def fanout(
@@ -460,79 +514,190 @@ def fanout(
     quick: bool,
     engine: str | None = None,
     name: str = "fanout",
-    batch: int = 0,
+    per_tick: list[int] | None = None,
 ) -> Report:
-    """(a) 1 channel, 1,000 subscribers, 150-byte messages, ``batch`` per tick (0: one
-    tick every 10 ms). The offered rate goes up step by step until the server twice in
-    a row does not deliver 95% of it (saturation). Reported: the most it delivered
-    (throughput) and the highest step held with p99 under 50 ms (latency-bound rate)."""
+    """(a) 1 channel, 1,000 subscribers, 150-byte messages, at each messages-per-tick
+    (1, 10, 100): the offered rate goes up step by step (ticks of ``per_tick`` messages,
+    rate / per_tick ticks per second) until the server twice in a row does not deliver
+    95% of it (saturation). Reported per target and messages-per-tick: the highest step
+    held with p99 under 50 ms, the most delivered, each beside its ratio to the raw
+    floor's in the same run, and the server's CPU per delivery at the most delivered."""
     warmup, duration = (1.0, 2.0) if quick else (1.5, 3.0)
+    ks = per_tick or FANOUT_PER_TICK
     report = Report(
         name,
         {
             "subscribers": FANOUT_SUBSCRIBERS,
-            "batch": batch or f"rate/{FANOUT_TICK_HZ} (at least 1)",
+            "per_tick": ks,
             "size": 150,
             "warmup_s": warmup,
             "measure_s": duration,
             "engine": engine or "memory",
+            "write_syscall": write_cost(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         },
     )
-    for t in targets:
-        server = TARGETS[t]
-        steps: list[dict[str, Any]] = []
-        misses = False
-        for offered in FANOUT_STEPS:
-            rate = offered / FANOUT_SUBSCRIBERS
-            k = batch or max(1, round(rate / FANOUT_TICK_HZ))
-            spec = f"channel=trades:BENCH,rate={rate:g},batch={k},size=150"
-            say(f"[{name}] {t}: offering {offered:,} deliveries/s")
-            try:
-                result = measure(
-                    server,
-                    spec,
-                    log_path(name, t),
-                    engine=engine,
-                    connections=FANOUT_SUBSCRIBERS,
-                    channels=["trades:BENCH"],
-                    warmup=warmup,
-                    duration=duration,
-                )
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                report.errors[t] = str(exc)
-                break
-            r = row(t, result, offered)
-            steps.append(r)
-            say(
-                f"   → {r['deliveries_per_s']:,.0f}/s p50 {r['p50_ms']} p99 {r['p99_ms']} ms "
-                f"cpu {r['server_cpu_pct']}% core {r['server_core_busy_pct']}% "
-                f"gen {r['generator_cpu_pct']}% other {r['foreign_pct']}% "
-                f"{'held' if r['held'] else 'NOT held'}"
-            )
-            short = r["deliveries_per_s"] < HELD_SHARE * offered
-            if r["ready"] < FANOUT_SUBSCRIBERS or (short and misses):
-                break  # two steps in a row not delivered: saturated (one may be noise)
-            misses = short
-        report.steps[t] = steps
-        if steps:
-            report.rows.append(fanout_summary(t, steps))
+    for k in ks:
+        for t in targets:  # targets interleaved per messages-per-tick: same conditions
+            steps = sweep(report, name, t, k, engine, warmup, duration)
+            report.steps[f"{t} @ {k}/tick"] = steps
+            if steps:
+                report.rows.append(fanout_summary(t, k, steps))
+    add_ratios(report.rows)
     return report
 
 
-def fanout_summary(target: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """One table row: the best throughput step, with the held rate and 100k latency."""
+def sweep(
+    report: Report,
+    name: str,
+    target: str,
+    per_tick: int,
+    engine: str | None,
+    warmup: float,
+    duration: float,
+) -> list[dict[str, Any]]:
+    """One target's steps at ``per_tick`` messages per tick, up to saturation."""
+    server = TARGETS[target]
+    steps: list[dict[str, Any]] = []
+    misses = False
+    for offered in steps_for(per_tick):
+        rate = offered / FANOUT_SUBSCRIBERS
+        spec = f"channel=trades:BENCH,rate={rate:g},batch={per_tick},size=150"
+        say(f"[{name}] {target} @ {per_tick}/tick: offering {offered:,} deliveries/s")
+        try:
+            result = measure(
+                server,
+                spec,
+                log_path(name, target),
+                engine=engine,
+                connections=FANOUT_SUBSCRIBERS,
+                channels=["trades:BENCH"],
+                warmup=warmup,
+                duration=duration,
+            )
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            report.errors[f"{target} @ {per_tick}/tick"] = str(exc)
+            break
+        r = row(target, result, offered)
+        r["per_tick"] = per_tick
+        steps.append(r)
+        say(
+            f"   → {r['deliveries_per_s']:,.0f}/s p50 {r['p50_ms']} p99 {r['p99_ms']} ms "
+            f"cpu {r['server_cpu_pct']}% core {r['server_core_busy_pct']}% "
+            f"gen {r['generator_cpu_pct']}% other {r['foreign_pct']}% "
+            f"{'held' if r['held'] else 'NOT held'}"
+        )
+        short = r["deliveries_per_s"] < HELD_SHARE * offered
+        if r["ready"] < FANOUT_SUBSCRIBERS or (short and misses):
+            break  # two steps in a row not delivered: saturated (one may be noise)
+        misses = short
+    return steps
+
+
+def cpu_ns_per_delivery(step: dict[str, Any]) -> float | None:
+    """The server process's CPU time per delivery in a step (ns)."""
+    cpu, rate = step.get("server_cpu_pct"), step.get("deliveries_per_s")
+    if cpu is None or not rate:
+        return None
+    return float(cpu) / 100.0 / float(rate) * 1e9
+
+
+def fanout_summary(target: str, per_tick: int, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row: the most delivered step, with the highest step held."""
     top = max(steps, key=lambda s: s["deliveries_per_s"])
     held_steps = [s for s in steps if s["held"]]
-    at_100k = next((s for s in steps if s["offered_per_s"] == 100_000), None)
     out = dict(top)
-    out["held_per_s"] = max((s["offered_per_s"] for s in held_steps), default=0)
-    out["p99_at_100k_ms"] = at_100k["p99_ms"] if at_100k else None
-    latency = "-"
-    if at_100k:
-        latency = f"{fmt(at_100k['p50_ms'], '.1f')}/{fmt(at_100k['p99_ms'], '.1f')} ms"
+    out["per_tick"] = per_tick
+    best = max(held_steps, key=lambda s: s["offered_per_s"], default=None)
+    out["held_per_s"] = best["offered_per_s"] if best else 0
+    out["held_p99_ms"] = best["p99_ms"] if best else None
+    out["most_per_s"] = top["deliveries_per_s"]
+    out["cpu_ns_per_delivery"] = cpu_ns_per_delivery(top)
     held = fmt(out["held_per_s"]) if held_steps else "none"
-    out["notes"] = f"held (p99<50ms): {held}; p50/p99 at 100k: {latency}"
+    out["notes"] = f"held (p99<50ms): {held}"
     return out
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Each row's held and most-delivered rates as ratios to the raw floor's at the same
+    messages per tick (None when the floor did not run or held nothing)."""
+    floors = {r["per_tick"]: r for r in rows if r["target"] == FLOOR}
+    for r in rows:
+        floor = floors.get(r["per_tick"])
+        for key in ("held_per_s", "most_per_s"):
+            base = floor.get(key) if floor else None
+            r[f"{key}_vs_floor"] = r[key] / base if base else None
+
+
+def write_cost() -> dict[str, Any]:
+    """The machine's write-syscall cost, measured now on the server's CPU (a probe in a
+    process of its own, pinned like the servers)."""
+    done = subprocess.run(
+        [*pin(SERVER_CPU), sys.executable, str(Path(__file__).resolve()), "--write-probe"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        probe: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        return {"error": done.stderr[-500:]}
+    return probe
+
+
+#: The probe's reader: connects N sockets to the port, reads them all until EOF.
+_PROBE_READER = """
+import selectors, socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+sel = selectors.DefaultSelector()
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+open_ = n
+while open_:
+    for key, _ in sel.select():
+        if not key.fileobj.recv(1 << 16):
+            sel.unregister(key.fileobj)
+            open_ -= 1
+"""
+
+
+def write_probe(
+    connections: int = 100, rounds: int = 9, sends: int = 2000, size: int = 240
+) -> dict[str, Any]:
+    """ns per ``send()`` of one ``size``-byte frame on loopback TCP to a reader that
+    waits in epoll (a process of its own on the generator's CPU), round-robin over
+    ``connections`` sockets as a fan-out writes: the median of ``rounds`` rounds of
+    ``sends`` sends, after one round of warm-up."""
+    frame = bytes((0x81, 126)) + (size - 4).to_bytes(2, "big") + b"x" * (size - 4)
+    per_send: list[float] = []
+    with socket.create_server(("127.0.0.1", 0), backlog=connections) as srv:
+        port = srv.getsockname()[1]
+        reader = subprocess.Popen(
+            [*pin(GENERATOR_CPU), sys.executable, "-c", _PROBE_READER, str(port), str(connections)]
+        )
+        socks = [srv.accept()[0] for _ in range(connections)]
+        try:
+            for sock in socks:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(rounds + 1):
+                t0 = time.perf_counter_ns()
+                for i in range(sends):
+                    socks[i % connections].send(frame)
+                per_send.append((time.perf_counter_ns() - t0) / sends)
+        finally:
+            for sock in socks:
+                sock.close()
+            reader.wait(30)
+    timed = sorted(per_send[1:])
+    return {
+        "ns_per_write": round(timed[len(timed) // 2]),
+        "bytes": size,
+        "rounds": rounds,
+        "connections": connections,
+    }
 
 
 def single(
@@ -669,7 +834,7 @@ def redis_scenario(targets: list[str], quick: bool) -> Report:
     prefix = f"twbench{os.getpid()}"
     engine = f"redis://127.0.0.1:6379/0?prefix={prefix}"
     try:
-        return fanout(["tickwire"], quick, engine=engine, name="redis")
+        return fanout(["tickwire", FLOOR], quick, engine=engine, name="redis")
     finally:
         cleanup_redis(prefix)
 
@@ -806,20 +971,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--steps",
         default="",
-        help="fanout: only these offered rates, e.g. 500000,1000000,2000000 (default: all)",
+        help="fanout: only these offered rates at every messages-per-tick, e.g. "
+        "500000,1000000,2000000 (default: a list per messages-per-tick)",
     )
+    ap.add_argument(
+        "--per-tick",
+        default=",".join(str(k) for k in FANOUT_PER_TICK),
+        help="fanout: the messages per publisher tick to sweep at (default: 1,10,100)",
+    )
+    ap.add_argument("--write-probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.write_probe:  # run pinned by write_cost(): the machine's write-syscall cost
+        print(json.dumps(write_probe()))
+        return 0
+    try:
+        FANOUT_PER_TICK[:] = [int(k) for k in args.per_tick.split(",") if k.strip()]
+    except ValueError:
+        ap.error(f"--per-tick: not a list of counts: {args.per_tick!r}")
+    if not FANOUT_PER_TICK or min(FANOUT_PER_TICK) < 1:
+        ap.error(f"--per-tick: expected counts >= 1, got {args.per_tick!r}")
     if args.steps:
         try:
-            FANOUT_STEPS[:] = sorted(int(s) for s in args.steps.split(",") if s.strip())
+            rates = sorted(int(s) for s in args.steps.split(",") if s.strip())
         except ValueError:
             ap.error(f"--steps: not a list of rates: {args.steps!r}")
+        for k in FANOUT_PER_TICK:
+            FANOUT_STEPS[k] = rates
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         ap.error(f"--targets: unknown {', '.join(unknown)}")
-    targets = install_peers(targets)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    if {"fanout", "redis"} & set(names) and FLOOR not in targets:
+        targets.append(FLOOR)  # every fan-out figure is a ratio to it
+    targets = install_peers(targets)
     for name in names:
         report = {**SCENARIOS, **EXTRA}[name](targets, args.quick)
         path = save(report)
