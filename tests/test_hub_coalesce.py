@@ -158,3 +158,25 @@ async def test_a_drain_flushes_held_writes_at_once() -> None:
     hub.flush()  # what Node.drain does before closing
     assert hub.held_until is None
     assert all([m["data"]["n"] for m in t.messages()] == [2] for t in ts)
+
+
+class BrokenTransport(MemoryTransport):
+    """A transport that fails on write (uvloop raises on a handle already closed)."""
+
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("unable to perform operation: the handler is closed")
+
+
+async def test_a_client_gone_while_writes_are_held_costs_the_others_nothing() -> None:
+    engine, hub, _, ts = await saturated_hub(budget=0.004)
+    gone, broken = ts[0], BrokenTransport()
+    victim = hub.connect(broken, NATIVE, 1 << 20)
+    await live(hub, victim, "trades:X")
+    engine.publish_now("trades:X", b'{"n":2}')
+    assert hub.held_until is not None
+    gone.closing = True  # the client went away while the flush was held
+    await asyncio.wait_for(ts[1].written, 5)
+    assert gone.writes == []
+    assert victim.closed and broken.aborted  # the failing one is cut ...
+    for t in ts[1:]:  # ... and every other one got its frames
+        assert [m["data"]["n"] for m in t.messages()] == [2]

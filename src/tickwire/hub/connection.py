@@ -214,6 +214,8 @@ class Connection:
         queue.clear()
         self.own = 0
         transport = self.transport
+        if transport.is_closing():  # the client went away: its shell disconnects it
+            return 0
         if transport.get_write_buffer_size() + len(data) > self.cap:
             self.close(CLOSE_SLOW, drop=True)
             return 0

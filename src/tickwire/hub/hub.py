@@ -272,7 +272,14 @@ class Hub:
         written = 0
         writes = 0
         for conn in dirty:
-            n = conn.flush()
+            try:
+                n = conn.flush()
+            except Exception:  # a bug of ours or a transport's: the others still get theirs
+                log.exception("flush of connection %d failed; closing it", conn.id)
+                conn.dirty = False
+                self.disconnect(conn)
+                conn.transport.abort()
+                continue
             if n:
                 written += n
                 writes += 1
