@@ -415,10 +415,14 @@ def sweep_markdown(report: Report) -> str:
     ]
     for r in report.rows:
         held = fmt(r["held_per_s"]) if r["held_per_s"] else "none"
+        ratios = [
+            "-" if r[k] is None else f"{r[k]:.2f}x"
+            for k in ("held_per_s_vs_floor", "most_per_s_vs_floor")
+        ]
         lines.append(
-            f"| {r['per_tick']} | {r['target']} | {held} | {fmt(r['held_per_s_vs_floor'], '.2f')}x "
+            f"| {r['per_tick']} | {r['target']} | {held} | {ratios[0]} "
             f"| {fmt(r['held_p99_ms'], '.1f')} | {fmt(r['most_per_s'])} "
-            f"| {fmt(r['most_per_s_vs_floor'], '.2f')}x "
+            f"| {ratios[1]} "
             f"| {fmt(r['p50_ms'], '.1f')}/{fmt(r['p99_ms'], '.1f')} "
             f"| {fmt(r['cpu_ns_per_delivery'], ',.0f')} | {fmt(r['foreign_pct'], '.0f')}% |"
         )
