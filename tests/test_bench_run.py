@@ -1,0 +1,63 @@
+"""bench/run.py's fan-out report: ratios to the raw floor of the same run, the sweep per
+messages-per-tick, and the write-syscall probe in the table header."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import run
+
+
+def step(
+    offered: int, delivered: float, p99: float, cpu: float, per_tick: int, target: str = "x"
+) -> dict[str, Any]:
+    return {
+        "target": target,
+        "offered_per_s": offered,
+        "deliveries_per_s": delivered,
+        "p50_ms": 1.0,
+        "p99_ms": p99,
+        "server_cpu_pct": cpu,
+        "foreign_pct": 0.0,
+        "held": p99 < run.HELD_P99_MS and delivered >= run.HELD_SHARE * offered,
+        "per_tick": per_tick,
+    }
+
+
+def test_every_sweep_reaches_the_coalescing_regime() -> None:
+    assert run.FANOUT_PER_TICK == [1, 10, 100]
+    assert all(k >= 10 for k in run.FANOUT_PER_TICK[1:])
+    assert run.steps_for(1)[0] < run.steps_for(10)[-1]
+    assert run.steps_for(20) == sorted({r * 2 for r in run.FANOUT_STEPS[10]})
+
+
+def test_rows_are_ratios_to_the_floor_at_the_same_messages_per_tick() -> None:
+    tw = [step(50_000, 50_000, 10, 50, 1, "tickwire"), step(100_000, 99_000, 20, 60, 1, "tickwire")]
+    fl = [step(50_000, 50_000, 12, 55, 1, run.FLOOR), step(100_000, 80_000, 500, 99, 1, run.FLOOR)]
+    rows = [
+        run.fanout_summary("tickwire", 1, tw),
+        run.fanout_summary(run.FLOOR, 1, fl),
+        run.fanout_summary("tickwire", 10, [step(500_000, 500_000, 30, 40, 10, "tickwire")]),
+    ]
+    run.add_ratios(rows)
+    tw_row, floor, ten = rows
+    assert tw_row["held_per_s"] == 100_000 and floor["held_per_s"] == 50_000
+    assert tw_row["held_per_s_vs_floor"] == 2.0
+    assert tw_row["most_per_s_vs_floor"] == 99_000 / 80_000
+    assert ten["held_per_s_vs_floor"] is None  # no floor at 10 per tick in this run
+    assert tw_row["cpu_ns_per_delivery"] == 0.60 / 99_000 * 1e9
+    report = run.Report("fanout", {"subscribers": 1000, "size": 150, "engine": "memory",
+                                   "per_tick": [1, 10], "date": "2026-12-02 14:00 UTC",
+                                   "write_syscall": {"ns_per_write": 5970, "bytes": 240,
+                                                     "rounds": 9, "connections": 100}},
+                        rows=rows)  # fmt: skip
+    text = run.markdown(report)
+    assert "5,970 ns per 240-byte send()" in text
+    assert "| 1 | tickwire | 100,000 | 2.00x |" in text
+    assert "| 10 | tickwire | 500,000 | - |" in text
+
+
+def test_the_write_probe_times_sends_to_a_waiting_reader() -> None:
+    probe = run.write_probe(connections=4, rounds=3, sends=200)
+    assert probe["connections"] == 4 and probe["rounds"] == 3 and probe["bytes"] == 240
+    assert isinstance(probe["ns_per_write"], int) and probe["ns_per_write"] > 0
