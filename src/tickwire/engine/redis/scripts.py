@@ -1,4 +1,6 @@
-"""The Lua scripts of the Redis engine. Each runs atomically on the Redis server.
+"""The Lua scripts of the Redis engine, and :class:`ScriptRunner`, which runs them (by
+SHA, loading a script again when Redis lost its cache). Each runs atomically on the
+Redis server.
 
 Keys of one channel (both carry the channel in a ``{hash tag}``, so they share a Redis
 Cluster slot and one script may touch both):
@@ -22,6 +24,28 @@ Pub/sub payload: ``<epoch> <seq> <ts> <data>`` on ``<prefix>:p:<channel>``.
 """
 
 from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tickwire.engine.base import EngineError, EngineUnavailable
+from tickwire.engine.redis.pool import server_refused
+
+__all__ = [
+    "HISTORY",
+    "POSITION",
+    "PUBLISH",
+    "REQUEST_SNAPSHOT",
+    "Call",
+    "ScriptRunner",
+    "candidate_epoch",
+]
 
 # Shared helpers, prepended to every script.
 _COMMON = """
@@ -144,3 +168,82 @@ if #entries ~= missed or entries[1][1] ~= first then return {epoch, seq, 0, {}} 
 return {epoch, seq, 1, entries}
 """
 )
+
+
+#: One script call: its keys and its arguments.
+Call = tuple[list[str], list[Any]]
+
+
+def candidate_epoch() -> str:
+    """8 random hex characters, the epoch a script creates if the channel has none. Sent
+    with every call, used rarely: the PRNG (seeded from the OS) saves a syscall."""
+    return f"{random.getrandbits(32):08x}"
+
+
+class ScriptRunner:
+    """Runs the scripts on one Redis client and turns its failures into engine errors
+    (naming ``where``, the redacted URL)."""
+
+    def __init__(self, client: aioredis.Redis, where: str) -> None:
+        self.client = client
+        self.where = where
+        self._sha: dict[str, str] = {}
+
+    def unavailable(self, exc: BaseException, what: str) -> EngineUnavailable:
+        return EngineUnavailable(f"Redis engine at {self.where} is unavailable ({what}): {exc}")
+
+    def error(self, exc: BaseException, what: str) -> EngineError:
+        if server_refused(exc):
+            return self.unavailable(exc, what)
+        return EngineError(f"Redis engine {what} failed: {exc}")
+
+    async def eval(self, name: str, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run ``script`` (cached by ``name``) once."""
+        sha = self._sha.get(name)
+        client = self.client
+        try:
+            if sha is not None:
+                try:
+                    return await client.evalsha(sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    pass  # Redis restarted or its script cache was flushed: load again
+            sha = await client.script_load(script)
+            self._sha[name] = sha
+            return await client.evalsha(sha, len(keys), *keys, *args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise self.unavailable(exc, name) from exc
+        except ResponseError as exc:
+            raise self.error(exc, name) from exc
+
+    async def publish_pipeline(self, calls: list[Call], *, transaction: bool) -> list[Any]:
+        """Run the publish script once per call in one round trip; returns each call's
+        result or its error reply (a failure of the connection raises)."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            try:
+                sha = self._sha.get("publish")
+                if sha is None:
+                    sha = self._sha["publish"] = await self.client.script_load(PUBLISH)
+                async with self.client.pipeline(transaction=transaction) as pipe:
+                    for i in todo:
+                        keys, args = calls[i]
+                        pipe.evalsha(sha, len(keys), *keys, *args)
+                    replies = await pipe.execute(raise_on_error=False)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                raise self.unavailable(exc, "publish") from exc
+            except ResponseError as exc:
+                raise self.error(exc, "publish") from exc
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                results[i] = reply
+                if isinstance(reply, NoScriptError):
+                    missing.append(i)
+            if not missing or attempt == 1:
+                break
+            # Redis restarted or its script cache was flushed: these did not run
+            self._sha.pop("publish", None)
+            if transaction and len(missing) != len(todo):
+                raise EngineError("Redis engine: script cache flushed inside a transaction")
+            todo = missing
+        return results
