@@ -28,11 +28,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import hiredis
+from redis.asyncio.connection import Connection
 
 from tickwire.engine import HistorySettings
-from tickwire.engine.redis import RedisEngine
+from tickwire.engine.redis import RedisEngine, scripts
 from tickwire.engine.urls import redact
 from tickwire.model import Publication
+from tickwire.model.publication import now_ms
 
 
 class Counter:
@@ -125,6 +128,56 @@ async def throughput(
         await delete_prefix(pub_node)
         await pub_node.close()
     return rows
+
+
+async def raw_floor(url: str, prefix: str, count: int, channels: int, repeat: int) -> list[float]:
+    """The floor: the same script calls (same keys, arguments, subscribed node) written
+    straight to one socket 1,000 at a time and the replies counted with hiredis, with no
+    engine or client code in between: what Redis itself takes for this script here."""
+    settings = HistorySettings(size=1000, ttl=300)
+    pub_node = RedisEngine(url, settings, prefix=prefix)
+    sub_node = RedisEngine(url, settings, prefix=prefix)
+    counter = Counter()
+    await pub_node.start(Counter())
+    await sub_node.start(counter)
+    names = [f"trades:R{i}" for i in range(channels)]
+    await sub_node.subscribe(names)
+    data = json.dumps({"p": "67012.5", "q": "0.015", "side": "buy", "id": 0}).encode()
+    sha = await pub_node._redis.script_load(scripts.PUBLISH)
+    packer = Connection()
+    kwargs = pub_node._pool.connection_kwargs
+    reader, writer = await asyncio.open_connection(
+        kwargs.get("host", "127.0.0.1"), kwargs.get("port", 6379)
+    )
+    rates = []
+    try:
+        for _ in range(repeat):
+
+            async def run() -> None:
+                parser = hiredis.Reader()
+                for start in range(0, count, 1000):
+                    now = now_ms()
+                    cmds = []
+                    for i in range(start, min(count, start + 1000)):
+                        keys, args = pub_node._publish_args(
+                            names[i % channels], data, None, now, now
+                        )
+                        cmds.append(("EVALSHA", sha, len(keys), *keys, *args))
+                    writer.writelines(packer.pack_commands(cmds))
+                    got = 0
+                    while got < len(cmds):
+                        parser.feed(await reader.read(65536))
+                        while (reply := parser.gets()) is not False:
+                            assert not isinstance(reply, hiredis.ReplyError), reply
+                            got += 1
+
+            rates.append(await timed(count, counter, run))
+    finally:
+        writer.close()
+        await sub_node.close()
+        await delete_prefix(pub_node)
+        await pub_node.close()
+    return rates
 
 
 async def start_gateway(url: str) -> tuple[asyncio.subprocess.Process, str]:
@@ -225,6 +278,8 @@ async def main(args: argparse.Namespace) -> None:
     prefix = f"twbench:{uuid.uuid4().hex[:8]}:"
     print(f"Redis engine benchmark against {redact(args.redis)} (prefix {prefix})\n")
     rows = await throughput(args.redis, prefix, args.count, args.channels, args.repeat)
+    floor = await raw_floor(args.redis, prefix, args.count, args.channels, args.repeat)
+    rows.append(("raw floor: the script pipelined on one socket, no client", floor))
     print(f"Publications/s through the Redis engine on one node ({args.count} per run,")
     print(f"{args.channels} channels, every publication delivered to a subscribed node;")
     print(f"median of {args.repeat} runs, lowest and highest):\n")

@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 from tickwire.engine.base import EngineError
-from tickwire.engine.redis import scripts
 from tickwire.engine.redis.scripts import Call, ScriptRunner
 
 __all__ = ["Batcher"]
@@ -56,12 +55,7 @@ class Batcher:
     async def _run(self, batch: list[tuple[Call, asyncio.Future[Any]]]) -> None:
         runner = self.runner
         try:
-            if len(batch) == 1:
-                keys, args = batch[0][0]
-                results: list[Any] = [await runner.eval("publish", scripts.PUBLISH, keys, args)]
-            else:
-                calls = [call for call, _ in batch]
-                results = await runner.publish_pipeline(calls, transaction=False)
+            results = await runner.publish_batch([call for call, _ in batch])
         except BaseException as exc:
             for _, fut in batch:
                 if not fut.done():
