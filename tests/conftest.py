@@ -19,6 +19,7 @@ from tickwire.engine.redis import RedisEngine
 from tickwire.model import Publication
 
 from . import logcheck
+from .redis_cluster import RedisCluster
 from .services import REDIS_URL, require
 
 # Hypothesis: bounded in `make test`; TICKWIRE_DEEP=1 is the long fuzzing profile.
@@ -115,7 +116,10 @@ async def delete_prefix(eng: RedisEngine) -> None:
     client = eng._redis
     try:
         keys = [k async for k in client.scan_iter(match=f"{eng.prefix}*", count=500)]
-        if keys:
+        if eng.sharded:  # one slot per command on a cluster
+            for k in keys:
+                await client.unlink(k)
+        elif keys:
             await client.unlink(*keys)
     except Exception:
         pass
@@ -140,8 +144,26 @@ def _redis(settings: HistorySettings) -> Engine:
 ENGINE_FACTORIES: dict[str, EngineFactory] = {"memory": _memory, "redis": _redis}
 
 
-@pytest.fixture(params=sorted(ENGINE_FACTORIES))
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One private 3-master Redis Cluster (with a replica each) for the whole session."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=[*sorted(ENGINE_FACTORIES), "cluster"])
 def engine_factory(request: pytest.FixtureRequest) -> EngineFactory:
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+
+        def cluster(settings: HistorySettings) -> Engine:
+            return ScratchRedisEngine(url, settings, prefix=redis_prefix())
+
+        return cluster
     return ENGINE_FACTORIES[request.param]
 
 

@@ -45,6 +45,7 @@ from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.publication import Position, Publication, Snapshot, now_ms
 
 from .conftest import ScratchRedisEngine, redis_prefix, require_redis
+from .redis_cluster import RedisCluster
 from .services import REDIS_URL
 
 DEEP = os.environ.get("TICKWIRE_DEEP", "") not in ("", "0")
@@ -222,6 +223,8 @@ class Client:
 
 class HubMachine(RuleBasedStateMachine):
     ENGINE = "memory"
+    #: the Redis engine's URL (a redis+cluster:// one for the cluster run)
+    URL = REDIS_URL
 
     def __init__(self) -> None:
         super().__init__()
@@ -230,7 +233,7 @@ class HubMachine(RuleBasedStateMachine):
             inner: Engine = MemoryEngine(HistorySettings(size=HISTORY, ttl=3600))
         else:
             inner = ScratchRedisEngine(
-                REDIS_URL, HistorySettings(size=HISTORY, ttl=3600), prefix=redis_prefix()
+                self.URL, HistorySettings(size=HISTORY, ttl=3600), prefix=redis_prefix()
             )
         self.inner = inner
         self.engine = Flaky(inner)
@@ -671,6 +674,17 @@ def test_hub_state_machine_redis() -> None:
     require_redis()
     RedisMachine.TestCase.settings = SETTINGS
     RedisMachine.TestCase().runTest()
+
+
+class ClusterMachine(HubMachine):
+    ENGINE = "cluster"
+
+
+def test_hub_state_machine_redis_cluster(redis_cluster: RedisCluster) -> None:
+    """The same machine on the private 3-master Redis Cluster (sharded pub/sub)."""
+    ClusterMachine.URL = redis_cluster.url
+    ClusterMachine.TestCase.settings = SETTINGS
+    ClusterMachine.TestCase().runTest()
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,16 @@ from __future__ import annotations
 from urllib.parse import quote, unquote, urlsplit
 
 #: URL schemes :class:`tickwire.engine.redis.RedisEngine` accepts.
-SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "sentinel")
+SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
 
 
 def is_engine_url(value: str) -> bool:

@@ -7,10 +7,12 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -26,9 +28,10 @@ from tickwire.engine.base import (
 )
 from tickwire.engine.redis import scripts
 from tickwire.engine.redis.batcher import Batcher
-from tickwire.engine.redis.pool import Backoff, make_pool
+from tickwire.engine.redis.pool import Backoff, connect_node, make_cluster, make_pool
 from tickwire.engine.redis.pubsub import PubSub
 from tickwire.engine.redis.scripts import Call, ScriptRunner, candidate_epoch
+from tickwire.engine.redis.sharded import ShardedPubSub
 from tickwire.engine.redis.url import parse_engine_url
 from tickwire.engine.urls import redact
 from tickwire.model.publication import Position, Publication, Snapshot, now_ms
@@ -74,20 +77,36 @@ class RedisEngine(Engine):
         self._where = redact(url)
         #: names this node's connections in ``CLIENT LIST`` (``tickwire:<node_id>``)
         self.node_id = secrets.token_hex(4)
-        self._pool = make_pool(
-            self.target, node_id=self.node_id, timeout=timeout, max_connections=max_connections
-        )
-        self._redis = aioredis.Redis(connection_pool=self._pool)
-        self._scripts = ScriptRunner(self._redis, self._where)
+        self._pool: ConnectionPool | None = None
+        self._pubsub: PubSub | ShardedPubSub
+        self._redis: Any  # aioredis.Redis, or RedisCluster on a redis+cluster:// URL
+        self.sharded = bool(self.target.cluster)
+        if self.sharded:
+            self._redis = make_cluster(self.target, node_id=self.node_id, timeout=timeout)
+            self._pubsub = ShardedPubSub(
+                self._redis,
+                partial(connect_node, self.target, node_id=self.node_id, timeout=timeout),
+                prefix=prefix,
+                where=self._where,
+                timeout=timeout,
+                ping_interval=ping_interval,
+                backoff=Backoff(*backoff),
+            )
+        else:
+            self._pool = make_pool(
+                self.target, node_id=self.node_id, timeout=timeout, max_connections=max_connections
+            )
+            self._redis = aioredis.Redis(connection_pool=self._pool)
+            self._pubsub = PubSub(
+                self._pool,
+                prefix=prefix,
+                where=self._where,
+                timeout=timeout,
+                ping_interval=ping_interval,
+                backoff=Backoff(*backoff),
+            )
+        self._scripts = ScriptRunner(self._redis, self._where, cluster=self.sharded)
         self._batcher = Batcher(self._scripts)
-        self._pubsub = PubSub(
-            self._pool,
-            prefix=prefix,
-            where=self._where,
-            timeout=timeout,
-            ping_interval=ping_interval,
-            backoff=Backoff(*backoff),
-        )
         self._task: asyncio.Task[None] | None = None
         #: state channels whose publisher (in this process) is asked for a snapshot
         self._wanted: set[str] = set()
@@ -145,7 +164,8 @@ class RedisEngine(Engine):
                 await task
         self._pubsub.handler = None
         await self._redis.aclose()
-        await self._pool.disconnect()
+        if self._pool is not None:
+            await self._pool.disconnect()
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -166,6 +186,7 @@ class RedisEngine(Engine):
             self.pubsub_channel(channel),
             "0" if snapshot is None else "1",
             b"" if snapshot is None else snapshot,
+            "1" if self.sharded else "0",
         ]
         return keys, args
 
@@ -198,14 +219,16 @@ class RedisEngine(Engine):
     ) -> list[Publication]:
         """Publish every item in one round trip, as one MULTI/EXEC transaction: nothing
         interleaves with the batch, and a lost connection leaves all of it applied or none
-        (an item Redis refuses, e.g. a key of the wrong type, does not undo the others)."""
+        (an item Redis refuses, e.g. a key of the wrong type, does not undo the others).
+        On Redis Cluster the items' channels live in different slots, which no
+        transaction spans: each item is atomic on its own, sent in order in one pipeline."""
         if not items:
             return []
         now = now_ms()
         ts = now if ts is None else ts
         calls = [self._publish_args(c, d, s, ts, now) for c, d, s in items]
         try:
-            results = await self._scripts.publish_pipeline(calls, transaction=True)
+            results = await self._scripts.publish_pipeline(calls, transaction=not self.sharded)
         except EngineError:
             self.stats.publish_errors += 1
             raise
@@ -276,7 +299,7 @@ class RedisEngine(Engine):
 
     async def snapshot(self, channel: str) -> Snapshot | None:
         try:
-            fields: list[bytes | None] = await self._redis.hmget(  # type: ignore[assignment]
+            fields: list[bytes | None] = await self._redis.hmget(
                 self.key(channel, "m"), ["e", "n", "nt", "nd"]
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

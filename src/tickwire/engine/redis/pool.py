@@ -7,7 +7,8 @@ import random
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -15,7 +16,7 @@ from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, 
 
 from tickwire.engine.redis.url import RedisTarget
 
-__all__ = ["Backoff", "make_pool", "server_refused"]
+__all__ = ["Backoff", "connect_node", "make_cluster", "make_pool", "server_refused"]
 
 #: Redis error replies that mean "this server cannot take the write now" (HTTP 503), not
 #: "the request was wrong" (redis-py strips the code from some of them).
@@ -63,6 +64,39 @@ def make_pool(
     return SentinelConnectionPool(  # type: ignore[no-untyped-call]
         target.master, sentinel, max_connections=max_connections, **common, **options
     )
+
+
+def _common(node_id: str, timeout: float) -> dict[str, Any]:
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "client_name": f"tickwire:{node_id}",
+    }
+
+
+def make_cluster(target: RedisTarget, *, node_id: str, timeout: float) -> RedisCluster:
+    """redis-py's cluster client for a ``redis+cluster://`` target: commands go to the
+    master of their keys' slot; MOVED/ASK are followed, nothing else is retried."""
+    common = _common(node_id, timeout)
+    common.pop("retry")
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.cluster],
+        retry=Retry(NoBackoff(), 0),
+        **common,
+        **target.options,
+    )
+
+
+def connect_node(
+    target: RedisTarget, host: str, port: int, *, node_id: str, timeout: float
+) -> AbstractConnection:
+    """An unconnected connection to one node of the cluster (for sharded pub/sub)."""
+    options = dict(target.options)
+    if options.pop("ssl", False):
+        return SSLConnection(host=host, port=port, **_common(node_id, timeout), **options)
+    return Connection(host=host, port=port, **_common(node_id, timeout), **options)
 
 
 class Backoff:

@@ -20,7 +20,9 @@ any stream left from an older epoch, so stream ids and seqs always start togethe
 stream found ahead of the seq (the seq went back, e.g. after a failover to a lagging
 replica) is started again by the next publication rather than failing it.
 
-Pub/sub payload: ``<epoch> <seq> <ts> <data>`` on ``<prefix>:p:<channel>``.
+Pub/sub payload: ``<epoch> <seq> <ts> <data>`` on ``<prefix>:p:<channel>`` (PUBLISH), or
+on Redis Cluster on ``<prefix>:p:{<channel>}`` (SPUBLISH: the hash tag puts the shard
+channel in the slot of the channel's keys, so only that shard's nodes carry it).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -83,7 +84,8 @@ end
 
 #: KEYS: meta, stream. ARGV: 1 data, 2 ts, 3 cutoff (ms; older history is trimmed),
 #: 4 history size, 5 history ttl (ms), 6 meta ttl (s), 7 candidate epoch,
-#: 8 pub/sub channel, 9 "1" when a snapshot follows, 10 snapshot.
+#: 8 pub/sub channel, 9 "1" when a snapshot follows, 10 snapshot, 11 "1" to send it with
+#: SPUBLISH (Redis Cluster: sharded pub/sub, the channel name shares the keys' slot).
 #: Returns {epoch, seq, wanted}: wanted is 1 when a fresh snapshot is asked for.
 PUBLISH = (
     _COMMON
@@ -119,7 +121,9 @@ else
   if redis.call('HEXISTS', meta, 'w') == 1 then wanted = 1 end
 end
 redis.call('EXPIRE', meta, meta_ttl)
-redis.call('PUBLISH', ARGV[8], epoch .. ' ' .. seq .. ' ' .. ts .. ' ' .. ARGV[1])
+local publish = 'PUBLISH'
+if ARGV[11] == '1' then publish = 'SPUBLISH' end
+redis.call(publish, ARGV[8], epoch .. ' ' .. seq .. ' ' .. ts .. ' ' .. ARGV[1])
 return {epoch, seq, wanted}
 """
 )
@@ -184,9 +188,10 @@ class ScriptRunner:
     """Runs the scripts on one Redis client and turns its failures into engine errors
     (naming ``where``, the redacted URL)."""
 
-    def __init__(self, client: aioredis.Redis, where: str) -> None:
+    def __init__(self, client: Any, where: str, *, cluster: bool = False) -> None:
+        #: ``aioredis.Redis``, or ``RedisCluster`` when ``cluster``
         self.client = client
-        self.pool = client.connection_pool
+        self.cluster = cluster
         self.where = where
         self._sha: dict[str, str] = {}
 
@@ -221,6 +226,8 @@ class ScriptRunner:
         and the replies read back in order: the batcher's path, with none of the
         per-command work of a redis-py pipeline (no MULTI, no reply callbacks). Returns
         each call's result or its error reply; a failure of the connection raises."""
+        if self.cluster:  # calls for several masters: redis-py groups them by node
+            return await self.publish_pipeline(calls, transaction=False)
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
@@ -241,7 +248,8 @@ class ScriptRunner:
     async def _send_and_read(
         self, sha: str, calls: list[Call], todo: list[int], results: list[Any]
     ) -> list[int]:
-        conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
         healthy = False
         try:
             commands = []
@@ -263,7 +271,7 @@ class ScriptRunner:
         finally:
             if not healthy:  # replies may be left unread: the connection cannot be reused
                 await conn.disconnect(nowait=True)
-            await self.pool.release(conn)
+            await pool.release(conn)
 
     async def publish_pipeline(self, calls: list[Call], *, transaction: bool) -> list[Any]:
         """Run the publish script once per call in one round trip; returns each call's
@@ -278,7 +286,7 @@ class ScriptRunner:
                 async with self.client.pipeline(transaction=transaction) as pipe:
                     for i in todo:
                         keys, args = calls[i]
-                        pipe.evalsha(sha, len(keys), *keys, *args)
+                        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
                     replies = await pipe.execute(raise_on_error=False)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 raise self.unavailable(exc, "publish") from exc

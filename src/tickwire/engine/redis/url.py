@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 from tickwire.engine.urls import SCHEMES, redact
 
@@ -28,6 +28,8 @@ class RedisTarget:
     options: dict[str, Any] = field(default_factory=dict)
     #: the ``?prefix=`` of the URL (taken out of ``url``), if any
     prefix: str | None = None
+    #: Redis Cluster startup nodes (``redis+cluster://``); empty otherwise
+    cluster: tuple[tuple[str, int], ...] = ()
 
 
 def _take_prefix(url: str) -> tuple[str, str | None]:
@@ -63,6 +65,8 @@ def parse_engine_url(url: str) -> RedisTarget:
         if scheme == "unix" and not parts.path:
             raise ValueError(f"engine URL {redact(url)!r} has no socket path")
         return RedisTarget(url, prefix=prefix)
+    if scheme.endswith("+cluster"):
+        return _parse_cluster(url, parts, prefix)
     hosts = parts.netloc.rsplit("@", 1)[-1]
     sentinels: list[tuple[str, int]] = []
     for item in hosts.split(","):
@@ -102,3 +106,42 @@ def parse_engine_url(url: str) -> RedisTarget:
     if query:
         raise ValueError(f"sentinel URL option(s) not supported: {', '.join(sorted(query))}")
     return RedisTarget(url, tuple(sentinels), path[0], options, prefix)
+
+
+def _hosts(netloc: str, default_port: int, what: str) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    for item in netloc.rsplit("@", 1)[-1].split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+        host = host or item
+        try:
+            found.append((host.strip("[]"), int(port) if port else default_port))
+        except ValueError:
+            raise ValueError(f"{what} address {item!r} has a bad port") from None
+    return found
+
+
+def _parse_cluster(url: str, parts: SplitResult, prefix: str | None) -> RedisTarget:
+    """``redis+cluster://[[user]:password@]h1[:6379][,h2[:p2]…]``: startup nodes of a
+    Redis Cluster (any reachable one is enough; the client learns the rest)."""
+    nodes = _hosts(parts.netloc, 6379, "cluster node")
+    if not nodes:
+        raise ValueError(f"cluster URL {redact(url)!r} names no node")
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError(f"cluster URL {redact(url)!r}: a Redis Cluster has only database 0")
+    options: dict[str, Any] = {}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items() if v}
+    if parts.scheme.lower().startswith("rediss"):
+        options["ssl"] = True
+        for name in ("ssl_cert_reqs", "ssl_ca_certs"):
+            if name in query:
+                options[name] = query.pop(name)
+    if query:
+        raise ValueError(f"cluster URL option(s) not supported: {', '.join(sorted(query))}")
+    return RedisTarget(url, options=options, prefix=prefix, cluster=tuple(nodes))
