@@ -47,8 +47,8 @@ def make_engine(config: Config) -> Engine:
         except ValueError as exc:
             raise ConfigError(f"config field 'engine': {exc}") from None
     raise ConfigError(
-        f"config field 'engine': expected 'memory' or a redis://, rediss://, unix:// or "
-        f"redis+sentinel:// URL, got {redact(url)!r}"
+        f"config field 'engine': expected 'memory' or a redis://, rediss://, unix://, "
+        f"redis+sentinel:// or redis+cluster:// URL, got {redact(url)!r}"
     )
 
 
