@@ -145,6 +145,7 @@ async def raw_floor(url: str, prefix: str, count: int, channels: int, repeat: in
     data = json.dumps({"p": "67012.5", "q": "0.015", "side": "buy", "id": 0}).encode()
     sha = await pub_node._redis.script_load(scripts.PUBLISH)
     packer = Connection()
+    assert pub_node._pool is not None, "the raw floor needs one Redis server, not a cluster"
     kwargs = pub_node._pool.connection_kwargs
     reader, writer = await asyncio.open_connection(
         kwargs.get("host", "127.0.0.1"), kwargs.get("port", 6379)
