@@ -59,6 +59,11 @@ log = logging.getLogger(__name__)
 #   awaiting      a publication brings a usable snapshot  live         _send_state
 #   ahead         live stream reaches its seq             live         _deliver
 #   live, ahead   gap history cannot fill                 pending      _reset (+ reset)
+#   pending       the live stream jumped past its catch-  pending      go_live ->
+#                 up meanwhile (a reset of the channel)                _restart (+ reset
+#                                                                      unless history
+#                                                                      fills the hole)
+#   ahead         a reset moved the live stream past it   pending      _reset -> _restart
 #   pending       its request failed                      prior/none   abandon
 #   any           unsubscribe, disconnect, close          (none)       _remove
 #
@@ -142,6 +147,15 @@ class _ChannelState:
     #: this loop iteration's frames by wire format, shared by the live subscribers
     #: (``Batch``); emptied by the hub's flush
     batches: dict[WireFormat, Batch] = field(default_factory=dict)
+    #: set while :meth:`Hub._reset` reads where the channel stands now: its position
+    #: is about to jump, so a catch-up that ends meanwhile waits in ``ahead``
+    resetting: bool = False
+    #: subscribers being restarted (by a reset or :meth:`Hub._restart`): the buffer the
+    #: restart will start them with, while it is under way
+    restarting: dict[Connection, list[Publication]] = field(default_factory=dict)
+    #: pending subscribers whose buffer a reset made incomplete (the live stream jumped
+    #: while they were buffered): the buffer then held; their go_live restarts them
+    broken: dict[Connection, list[Publication]] = field(default_factory=dict)
 
     def subscriber_count(self) -> int:
         return sum(len(c) for c in self.groups.values()) + len(self.pending) + len(self.ahead)
@@ -366,8 +380,11 @@ class Hub:
         if st.ahead:
             caught_up = [conn for conn, last in st.ahead.items() if last <= pub.seq]
             for conn in caught_up:  # they had this one already: live from the next
-                del st.ahead[conn]
-                self._join(st, conn)
+                last = st.ahead.pop(conn)
+                if last == pub.seq:
+                    self._join(st, conn)
+                else:  # the live stream passed it without it (cannot happen seq by seq)
+                    self._restart(st, conn, Position(pub.epoch, last))
 
     def _open_batch(self, st: _ChannelState, group: dict[Connection, None]) -> Batch:
         """A new batch for ``group``, every member attached from its first frame:
@@ -454,29 +471,90 @@ class Hub:
         # then starts the subscriber itself)
         buffers: dict[Connection, list[Publication]] = {conn: [] for conn in conns}
         st.pending.update(buffers)
+        st.restarting.update(buffers)
         st.gap_buffer = []
+        st.resetting = True
+        before = st.position
         try:
             catchup = await self._catchup(st, None)
         except Exception:
             log.exception("reset of %s failed; closing its subscribers", st.name)
             for conn in conns:
+                self._restarted(st, conn, buffers[conn])
                 conn.close(CLOSE_SHUTDOWN, "channel unavailable")
             st.gap_buffer = None
+            st.resetting = False
             return
-        st.position = catchup.position
+        st.position = position = catchup.position
         buffered, st.gap_buffer = st.gap_buffer, None
+        st.resetting = False
+        if position != before:  # the live stream jumped: buffers elsewhere miss that
+            for conn, buffer in st.pending.items():
+                if buffers.get(conn) is not buffer:
+                    st.broken[conn] = buffer
         for conn in conns:
+            self._restarted(st, conn, buffers[conn])
             if st.pending.get(conn) is buffers[conn]:
-                fmt = conn.fmt
-                payload = fmt.reset(st.name, catchup.position)
-                if payload is None:  # the format cannot say it: the client resubscribes
-                    conn.close(CLOSE_STREAM_RESET)
-                    continue
-                if payload:
-                    conn.push(text_frame(payload, fmt.compressed))
-                self.go_live(conn, catchup)
+                self._send_reset(conn, catchup)
+        # subscribers whose own catch-up ended while this reset was under way (they
+        # waited in ahead, at a seq of the epoch the reset started from): the position
+        # jumped, to where they stand, short of it or past it
+        epoch = position.epoch if before is None else before.epoch
+        for conn, last in list(st.ahead.items()):
+            if epoch == position.epoch and last >= position.seq:
+                if last == position.seq:
+                    del st.ahead[conn]
+                    self._join(st, conn)
+                continue  # (still ahead: joins when the live stream reaches it)
+            del st.ahead[conn]
+            self._restart(st, conn, Position(epoch, last))
         for pub in buffered:
             self.on_publication(pub)
+
+    @staticmethod
+    def _restarted(st: _ChannelState, conn: Connection, buffer: list[Publication]) -> None:
+        if st.restarting.get(conn) is buffer:
+            del st.restarting[conn]
+
+    def _send_reset(self, conn: Connection, catchup: Catchup) -> None:
+        """Tell ``conn`` its stream restarts at ``catchup``, and send it from there."""
+        fmt = conn.fmt
+        payload = fmt.reset(catchup.channel, catchup.position)
+        if payload is None:  # the format cannot say it: the client resubscribes
+            conn.close(CLOSE_STREAM_RESET)
+            return
+        if payload:
+            conn.push(text_frame(payload, fmt.compressed))
+        self.go_live(conn, catchup)
+
+    def _restart(self, st: _ChannelState, conn: Connection, sent: Position) -> None:
+        """The live stream of ``st`` moved past what ``conn`` was sent (``sent``) without
+        it, so it cannot join: hold it (buffering from now on) and catch it up again —
+        from history when history still fills the hole (seamless), else with a reset."""
+        buffer: list[Publication] = []
+        st.pending[conn] = buffer
+        st.restarting[conn] = buffer
+        self._spawn(self._rerun(st, conn, sent, buffer))
+
+    async def _rerun(
+        self, st: _ChannelState, conn: Connection, sent: Position, buffer: list[Publication]
+    ) -> None:
+        try:
+            catchup = await self._catchup(st, sent)
+        except Exception:
+            log.exception("catch-up on %s failed; closing the subscriber", st.name)
+            self._restarted(st, conn, buffer)
+            if st.pending.get(conn) is buffer:
+                conn.close(CLOSE_SHUTDOWN, "channel unavailable")
+            return
+        self._restarted(st, conn, buffer)
+        if self._channels.get(st.name) is not st or st.pending.get(conn) is not buffer:
+            return  # unsubscribed, gone, or subscribed again meanwhile (which starts it)
+        if catchup.recovered:
+            self.go_live(conn, catchup)  # the replay fills the hole: no reset needed
+        else:
+            self.stats.resets += 1
+            self._send_reset(conn, catchup)
 
     # -- subscriptions --------------------------------------------------------------------
 
@@ -564,16 +642,35 @@ class Hub:
         if last < 0:
             last = catchup.position.seq
         epoch = catchup.position.epoch
+        # what was buffered follows on only up to a hole (seqs a reset of the channel
+        # skipped while this catch-up was under way were never buffered)
+        hole = st.broken.pop(conn, None) is buffered
         for pub in buffered:
             if pub.epoch == epoch and pub.seq > last:
+                if pub.seq != last + 1:
+                    hole = True
+                    break
                 conn.push(text_frame(fmt.pub(pub), fmt.compressed))
                 last = pub.seq
         if conn.closed:
             return
         live = st.position
-        if live is not None and live.epoch == epoch and live.seq < last:
+        if live is None:
+            self._join(st, conn)  # (the channel's position is not known yet)
+            return
+        if (
+            hole
+            or (live.epoch == epoch and live.seq > last)
+            or (st.resetting and live.epoch != epoch)
+        ):
+            # the live stream jumped past what was sent, or a reset is about to move
+            # it: joining now would be a silent gap. Catch up again from here.
+            self._restart(st, conn, Position(epoch, last))
+            return
+        if st.resetting or live.seq < last:
             # the engine's store is ahead of what this node has delivered live: joining
-            # now would send seqs live.seq+1..last twice
+            # now would send seqs live.seq+1..last twice (or a reset is about to move
+            # the live stream: it decides, see _reset)
             st.ahead[conn] = last
             return
         self._join(st, conn)
@@ -610,7 +707,7 @@ class Hub:
             st.awaiting_state.add(conn)  # back to waiting for a snapshot
             return
         if isinstance(prior, _Restarting):
-            if st.gap_buffer is not None:  # its restart is still under way: it goes on
+            if st.restarting.get(conn) is prior.buffer:  # its restart is under way: it goes on
                 st.pending[conn] = prior.buffer
                 return
             self.unsubscribe(conn, channel)  # its restart passed it by: tell it to recover
@@ -696,6 +793,8 @@ class Hub:
         self._unlive(st, conn)
         st.pending.pop(conn, None)
         st.resume.pop(conn, None)
+        st.restarting.pop(conn, None)
+        st.broken.pop(conn, None)
         if st.subscriber_count() == 0 and st.ready.done():
             del self._channels[channel]
             self._spawn(self._leave(channel))
