@@ -573,7 +573,9 @@ class HubMachine(RuleBasedStateMachine):
         assert not self.failures, self.failures
         for client in self.clients:
             self._check_client(client)
-            held = client.conn.queued + client.sock.get_write_buffer_size()
+            # queued, unread in the socket, and buffered for its catch-ups
+            conn = client.conn
+            held = self.hub.held_bytes(conn) - conn.backlog + client.sock.get_write_buffer_size()
             if not client.conn.closed:
                 assert held <= CAP, held
             else:

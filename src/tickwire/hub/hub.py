@@ -76,17 +76,37 @@ _AWAITING = object()
 _NEW = object()
 
 
+class _Buffer(list[Publication]):
+    """Live publications held for one pending subscriber, with their size: they count
+    against its connection's byte cap (:meth:`Hub.held_bytes`)."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Restarting:
     """A subscriber a reset was restarting, with its buffer (in ``resume``)."""
 
-    buffer: list[Publication]
+    buffer: _Buffer
 
 
 #: Publications a state channel's waiting subscribers wait for a usable snapshot before
 #: they go on without one (a publisher that stores no snapshots).
 STATE_WAIT = 8
 
+
+#: What a publication's frame adds to its data, as counted against a connection's cap
+#: before it is encoded (buffered during a catch-up, or in a replay's budget).
+ENVELOPE = 96
+
+#: A catch-up replay may take at most this share of the connection's byte cap (the rest
+#: is for live traffic meanwhile); beyond it the client is told ``recovered: false`` (and
+#: a state channel starts from a snapshot) rather than being cut as slow on every retry.
+REPLAY_SHARE = 0.5
 
 #: Upper bounds (seconds) of the delivery-latency histogram's buckets.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -113,6 +133,8 @@ class HubStats:
     replays: int = 0
     replayed_publications: int = 0
     recoveries_failed: int = 0
+    #: recoveries history could serve but that were over the replay budget
+    replays_over_budget: int = 0
     resets: int = 0
     gaps_recovered: int = 0
 
@@ -126,7 +148,7 @@ class _ChannelState:
     #: live subscribers grouped by wire format
     groups: dict[WireFormat, dict[Connection, None]] = field(default_factory=dict)
     #: subscribers being brought up to date: live publications buffered for each
-    pending: dict[Connection, list[Publication]] = field(default_factory=dict)
+    pending: dict[Connection, _Buffer] = field(default_factory=dict)
     #: publications that arrived before the channel's position was known
     early: list[Publication] = field(default_factory=list)
     #: set while the channel recovers a gap; publications wait here
@@ -152,10 +174,10 @@ class _ChannelState:
     resetting: bool = False
     #: subscribers being restarted (by a reset or :meth:`Hub._restart`): the buffer the
     #: restart will start them with, while it is under way
-    restarting: dict[Connection, list[Publication]] = field(default_factory=dict)
+    restarting: dict[Connection, _Buffer] = field(default_factory=dict)
     #: pending subscribers whose buffer a reset made incomplete (the live stream jumped
     #: while they were buffered): the buffer then held; their go_live restarts them
-    broken: dict[Connection, list[Publication]] = field(default_factory=dict)
+    broken: dict[Connection, _Buffer] = field(default_factory=dict)
 
     def subscriber_count(self) -> int:
         return sum(len(c) for c in self.groups.values()) + len(self.pending) + len(self.ahead)
@@ -183,12 +205,14 @@ class Hub:
         drain_timeout: float = 5.0,
         max_write_delay: float = 0.005,
         clock: Callable[[], float] = time.perf_counter,
+        replay_share: float = REPLAY_SHARE,
     ) -> None:
         """``max_write_delay``: the most (seconds) a saturated hub holds a flush so that
         each write carries more (:mod:`tickwire.hub.coalesce`; 0: never). ``clock``
         times the flushes (a monotonic clock; tests pass their own)."""
         self.engine = engine
         self.max_recover = max_recover
+        self.replay_share = replay_share
         self.drain_timeout = drain_timeout
         self.stats = HubStats()
         self.connections: set[Connection] = set()
@@ -322,6 +346,18 @@ class Hub:
         self.stats.frames_out += n
         return n
 
+    def held_bytes(self, conn: Connection) -> int:
+        """Bytes held for ``conn``: its queue, its transport's unsent buffer, and the
+        publications buffered for its catch-ups (never more than its cap)."""
+        held = conn.queued + conn.backlog
+        for name in conn.channels:
+            st = self._channels.get(name)
+            if st is not None:
+                buffer = st.pending.get(conn)
+                if buffer is not None:
+                    held += buffer.nbytes
+        return held
+
     # -- engine handler -------------------------------------------------------------------
 
     def on_publication(self, pub: Publication) -> None:
@@ -371,8 +407,13 @@ class Hub:
             stats.frames_out += len(conns)
             if batch.append(frame) > batch.limit:
                 self._cut_slow(batch)
-        for buffered in st.pending.values():
-            buffered.append(pub)
+        if st.pending:
+            size = len(pub.data) + ENVELOPE
+            for conn, buffered in tuple(st.pending.items()):
+                buffered.append(pub)
+                buffered.nbytes += size
+                if self.held_bytes(conn) > conn.cap:  # as if it had been queued
+                    conn.close(CLOSE_SLOW, drop=True)
         if st.awaiting_state:
             held = {conn: st.pending[conn] for conn in st.awaiting_state if conn in st.pending}
             st.awaiting_state = set()
@@ -469,7 +510,7 @@ class Hub:
         st.ahead.clear()
         # each restarted subscriber's buffer: a subscribe meanwhile replaces it (and
         # then starts the subscriber itself)
-        buffers: dict[Connection, list[Publication]] = {conn: [] for conn in conns}
+        buffers: dict[Connection, _Buffer] = {conn: _Buffer() for conn in conns}
         st.pending.update(buffers)
         st.restarting.update(buffers)
         st.gap_buffer = []
@@ -512,7 +553,7 @@ class Hub:
             self.on_publication(pub)
 
     @staticmethod
-    def _restarted(st: _ChannelState, conn: Connection, buffer: list[Publication]) -> None:
+    def _restarted(st: _ChannelState, conn: Connection, buffer: _Buffer) -> None:
         if st.restarting.get(conn) is buffer:
             del st.restarting[conn]
 
@@ -531,16 +572,16 @@ class Hub:
         """The live stream of ``st`` moved past what ``conn`` was sent (``sent``) without
         it, so it cannot join: hold it (buffering from now on) and catch it up again —
         from history when history still fills the hole (seamless), else with a reset."""
-        buffer: list[Publication] = []
+        buffer = _Buffer()
         st.pending[conn] = buffer
         st.restarting[conn] = buffer
         self._spawn(self._rerun(st, conn, sent, buffer))
 
     async def _rerun(
-        self, st: _ChannelState, conn: Connection, sent: Position, buffer: list[Publication]
+        self, st: _ChannelState, conn: Connection, sent: Position, buffer: _Buffer
     ) -> None:
         try:
-            catchup = await self._catchup(st, sent)
+            catchup = await self._catchup(st, sent, self._budget(conn))
         except Exception:
             log.exception("catch-up on %s failed; closing the subscriber", st.name)
             self._restarted(st, conn, buffer)
@@ -577,12 +618,12 @@ class Hub:
             raise ConnectionError("connection closed")
         prior = self._standing(st, conn)
         self._unlive(st, conn)
-        st.pending[conn] = []
+        st.pending[conn] = _Buffer()
         # a subscribe under way: what to go back to if it fails (see abandon)
         st.resume[conn] = _NEW if prior is None else prior
         conn.channels.add(channel)
         try:
-            catchup = await self._catchup(st, since)
+            catchup = await self._catchup(st, since, self._budget(conn))
         except BaseException:
             self.abandon(conn, channel)
             raise
@@ -594,11 +635,30 @@ class Hub:
                 self.stats.recoveries_failed += 1
         return catchup
 
-    async def _catchup(self, st: _ChannelState, since: Position | None) -> Catchup:
+    def _budget(self, conn: Connection) -> int:
+        """Bytes a catch-up replay for ``conn`` may take (see :data:`REPLAY_SHARE`)."""
+        return int(conn.cap * self.replay_share)
+
+    def _within(self, pubs: list[Publication], budget: int | None, extra: int = 0) -> bool:
+        if budget is None:
+            return True
+        total = extra
+        for pub in pubs:
+            total += len(pub.data) + ENVELOPE
+            if total > budget:
+                self.stats.replays_over_budget += 1
+                return False
+        return True
+
+    async def _catchup(
+        self, st: _ChannelState, since: Position | None, budget: int | None = None
+    ) -> Catchup:
+        """Where a subscriber starts: a replay after ``since`` when history has it (and
+        it fits ``budget`` bytes), else a snapshot (state channels) or the position."""
         engine = self.engine
         if since is not None:
             res = await engine.history(st.name, since, limit=self.max_recover)
-            if res.recovered:
+            if res.recovered and self._within(res.publications, budget):
                 return Catchup(st.name, res.position, True, None, res.publications)
             if not st.stateful:
                 return Catchup(st.name, res.position, False, None, [])
@@ -606,7 +666,7 @@ class Hub:
             snap = await engine.snapshot(st.name)
             if snap is not None:
                 res = await engine.history(st.name, Position(snap.epoch, snap.seq))
-                if res.recovered:
+                if res.recovered and self._within(res.publications, budget, len(snap.data)):
                     recovered = None if since is None else False
                     return Catchup(st.name, res.position, recovered, snap, res.publications)
             # no snapshot, or history no longer reaches back to it (the snapshot at S
@@ -747,9 +807,7 @@ class Hub:
         self._remove(conn, channel)
         return True
 
-    async def _send_state(
-        self, st: _ChannelState, held: dict[Connection, list[Publication]]
-    ) -> None:
+    async def _send_state(self, st: _ChannelState, held: dict[Connection, _Buffer]) -> None:
         """A publication of a state channel arrived while subscribers wait for a snapshot
         they can start from: start them from the one stored (if it now serves), else wait
         for the next publication. A publisher that never stores one (after

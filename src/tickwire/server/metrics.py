@@ -37,7 +37,8 @@ class NodeCollector(Collector):
         for conn in hub.connections:
             name = conn.fmt.base.name
             by_dialect[name] = by_dialect.get(name, 0) + 1
-            held += conn.queued + conn.transport.get_write_buffer_size()
+            # queued, buffered for its catch-ups, and unsent in its socket's buffer
+            held += hub.held_bytes(conn) - conn.backlog + conn.transport.get_write_buffer_size()
         dialects = GaugeMetricFamily(
             "tickwire_connections_by_dialect",
             "Open client connections by dialect.",
@@ -48,7 +49,8 @@ class NodeCollector(Collector):
         yield dialects
         yield GaugeMetricFamily(
             "tickwire_queue_bytes",
-            "Bytes held for clients: queued in the hub plus unsent in their sockets' buffers.",
+            "Bytes held for clients: queued in the hub, buffered for their catch-ups, and "
+            "unsent in their sockets' buffers.",
             value=held,
         )
         engine = self.node.engine.stats
@@ -117,6 +119,11 @@ class NodeCollector(Collector):
                 s.replayed_publications,
             ),
             ("recoveries_failed", "Resubscriptions history could not serve.", s.recoveries_failed),
+            (
+                "replays_over_budget",
+                "Recoveries history had but over the replay budget (answered recovered: false).",
+                s.replays_over_budget,
+            ),
             ("resets", "Channel streams reset after lost history.", s.resets),
             ("gaps_recovered", "Delivery gaps filled from history.", s.gaps_recovered),
         ]
