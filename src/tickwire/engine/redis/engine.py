@@ -218,17 +218,23 @@ class RedisEngine(Engine):
         self, items: Sequence[tuple[str, bytes, bytes | None]], *, ts: int | None = None
     ) -> list[Publication]:
         """Publish every item in one round trip, as one MULTI/EXEC transaction: nothing
-        interleaves with the batch, and a lost connection leaves all of it applied or none
-        (an item Redis refuses, e.g. a key of the wrong type, does not undo the others).
-        On Redis Cluster the items' channels live in different slots, which no
-        transaction spans: each item is atomic on its own, sent in order in one pipeline."""
+        interleaves with the batch, and it is applied whole or not at all, also when
+        Redis refuses one item (see :meth:`ScriptRunner.publish_transaction`;
+        docs/market-data.md). On Redis Cluster the items' channels live in different
+        slots, which no transaction spans: each item is atomic on its own, sent in order
+        in one pipeline."""
         if not items:
             return []
         now = now_ms()
         ts = now if ts is None else ts
         calls = [self._publish_args(c, d, s, ts, now) for c, d, s in items]
         try:
-            results = await self._scripts.publish_pipeline(calls, transaction=not self.sharded)
+            if self.sharded:
+                results = await self._scripts.publish_pipeline(calls, transaction=False)
+            else:
+                token = f"{self.prefix}:batch:{self.node_id}"
+                channels = [c for c, _, _ in items]
+                results = await self._scripts.publish_transaction(channels, calls, token)
         except EngineError:
             self.stats.publish_errors += 1
             raise

@@ -82,14 +82,18 @@ local function trim_by_age(stream, cutoff)
 end
 """
 
-#: KEYS: meta, stream. ARGV: 1 data, 2 ts, 3 cutoff (ms; older history is trimmed),
-#: 4 history size, 5 history ttl (ms), 6 meta ttl (s), 7 candidate epoch,
+#: KEYS: meta, stream[, batch token]. ARGV: 1 data, 2 ts, 3 cutoff (ms; older history is
+#: trimmed), 4 history size, 5 history ttl (ms), 6 meta ttl (s), 7 candidate epoch,
 #: 8 pub/sub channel, 9 "1" when a snapshot follows, 10 snapshot, 11 "1" to send it with
 #: SPUBLISH (Redis Cluster: sharded pub/sub, the channel name shares the keys' slot).
 #: Returns {epoch, seq, wanted}: wanted is 1 when a fresh snapshot is asked for.
+#: Inside a batch (KEYS[3], see CHECK_BATCH) it writes nothing unless the token exists.
 PUBLISH = (
     _COMMON
     + """
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then
+  return redis.error_reply('TWBATCH not published: another item of its batch was refused')
+end
 local meta, stream = KEYS[1], KEYS[2]
 local meta_ttl = ARGV[6]
 local epoch = ensure_epoch(meta, stream, ARGV[7], meta_ttl)
@@ -127,6 +131,29 @@ redis.call(publish, ARGV[8], epoch .. ' ' .. seq .. ' ' .. ts .. ' ' .. ARGV[1])
 return {epoch, seq, wanted}
 """
 )
+
+#: The first command of a ``publish_many`` transaction. KEYS: the batch token, then each
+#: item's meta and stream. Checks every item as its PUBLISH will find it (a meta that is
+#: a hash or absent with a numeric seq, a stream that is a stream or absent) and only
+#: then sets the token every PUBLISH of the batch requires (the transaction deletes it at
+#: its end). Returns 0 when all pass, else the 1-based index of the first item refused;
+#: if Redis refuses the token itself (out of memory) the script fails: nothing is set.
+#: Either way a refused batch writes nothing.
+CHECK_BATCH = """
+for i = 2, #KEYS, 2 do
+  local mt = redis.call('TYPE', KEYS[i]).ok
+  local st = redis.call('TYPE', KEYS[i + 1]).ok
+  if (mt ~= 'none' and mt ~= 'hash') or (st ~= 'none' and st ~= 'stream') then
+    return i / 2
+  end
+  if mt == 'hash' then
+    local seq = redis.call('HGET', KEYS[i], 's')
+    if seq and not tonumber(seq) then return i / 2 end
+  end
+end
+redis.call('SET', KEYS[1], 1)
+return 0
+"""
 
 #: KEYS: meta, stream. ARGV: 1 candidate epoch, 2 meta ttl (s). Returns {epoch, seq}.
 POSITION = (
@@ -272,6 +299,68 @@ class ScriptRunner:
             if not healthy:  # replies may be left unread: the connection cannot be reused
                 await conn.disconnect(nowait=True)
             await pool.release(conn)
+
+    async def publish_transaction(
+        self, channels: Sequence[str], calls: list[Call], token: str
+    ) -> list[Any]:
+        """Run the publish script once per call in one MULTI/EXEC, all or nothing.
+
+        Inside a transaction Redis runs every command even when one fails, and a script
+        that fails keeps what it wrote: a batch with one item Redis refuses (its key of
+        the wrong type, a corrupt seq) would be published without that item. So the
+        transaction starts with :data:`CHECK_BATCH`, which checks every item's keys as
+        its script will find them and only then sets the batch token (``token``) each
+        script of the batch requires: a refused item means none written (raised as
+        :class:`EngineError` naming it), a refused token (out of memory) none either."""
+        check_keys = [token] + [key for keys, _ in calls for key in keys]
+        for _attempt in range(2):
+            try:
+                sha = self._sha.get("publish")
+                if sha is None:
+                    sha = self._sha["publish"] = await self.client.script_load(PUBLISH)
+                check = self._sha.get("check_batch")
+                if check is None:
+                    check = self._sha["check_batch"] = await self.client.script_load(CHECK_BATCH)
+                async with self.client.pipeline(transaction=True) as pipe:
+                    pipe.execute_command("EVALSHA", check, len(check_keys), *check_keys)
+                    for keys, args in calls:
+                        pipe.execute_command("EVALSHA", sha, len(keys) + 1, *keys, token, *args)
+                    pipe.delete(token)
+                    replies = await pipe.execute(raise_on_error=False)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                raise self.unavailable(exc, "publish_many") from exc
+            except ResponseError as exc:
+                raise self.error(exc, "publish_many") from exc
+            checked, results = replies[0], list(replies[1:-1])
+            if isinstance(checked, NoScriptError) or any(
+                isinstance(r, NoScriptError) for r in results
+            ):
+                # Redis restarted or its script cache was flushed: without the check no
+                # token was set, without the publish script nothing ran; load them again
+                self._sha.pop("publish", None)
+                self._sha.pop("check_batch", None)
+                continue
+            if isinstance(checked, Exception):
+                raise self.error(checked, "publish_many")
+            if checked:
+                raise EngineError(
+                    f"Redis engine publish_many refused item {checked} of {len(calls)} "
+                    f"({channels[int(checked) - 1]!r}): its keys are not this engine's "
+                    "(wrong type, or a seq that is not a number); nothing of the batch "
+                    "was published"
+                )
+            failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+            if failed:
+                # (a refusal that began inside the transaction, e.g. memory running out
+                # after the check: the items before it are out)
+                done = [channels[i] for i in range(len(calls)) if i not in failed]
+                first = results[failed[0]]
+                raise EngineError(
+                    f"Redis engine publish_many: item {failed[0] + 1} of {len(calls)} failed "
+                    f"({first}); published nonetheless: {', '.join(done) or 'none'}"
+                ) from first
+            return results
+        raise EngineError("Redis engine: script cache flushed twice during publish_many")
 
     async def publish_pipeline(self, calls: list[Call], *, transaction: bool) -> list[Any]:
         """Run the publish script once per call in one round trip; returns each call's
