@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import struct
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from tickwire.server.guard import CLOSE_PROTOCOL_ERROR, MaskCheck
 
-from .harness import run_gateway
+from .harness import Gateway, run_gateway
 from .wsraw import RawClient, client_frame
 
 HANDSHAKE = (
@@ -164,9 +165,42 @@ async def test_zero_means_no_cap() -> None:
             c.writer.close()
 
 
+# --- send_buffer_bytes: what the kernel holds for a client that does not read -----------
+
+
+def _server_sndbuf(gw: Gateway, client: RawClient) -> int:
+    (conn,) = [
+        c
+        for c in gw.node.hub.connections
+        if c.transport.get_extra_info("peername") == client.sockname()  # type: ignore[attr-defined]
+    ]
+    sock = conn.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+    size: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    return size
+
+
+async def test_send_buffer_bytes_fixes_each_accepted_sockets_send_buffer() -> None:
+    async with run_gateway(send_buffer_bytes=16_384) as gw:
+        client = await RawClient.connect(gw.port)
+        client.send({"id": 1, "op": "ping"})
+        assert (await client.read_frame())[0] == 0x1  # the shell holds the connection
+        assert _server_sndbuf(gw, client) == 2 * 16_384  # Linux doubles what is asked
+    async with run_gateway() as gw:  # 0, the default: the kernel's (autotuned, larger)
+        client = await RawClient.connect(gw.port)
+        client.send({"id": 1, "op": "ping"})
+        assert (await client.read_frame())[0] == 0x1
+        assert _server_sndbuf(gw, client) > 2 * 16_384
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("header_timeout", 0), ("body_timeout", -1), ("max_connections_per_address", -1)],
+    [
+        ("header_timeout", 0),
+        ("body_timeout", -1),
+        ("max_connections_per_address", -1),
+        ("send_buffer_bytes", 1024),
+        ("send_buffer_bytes", -1),
+    ],
 )
 def test_limits_are_validated(field: str, value: float) -> None:
     from tickwire.server.config import ConfigError, load_config

@@ -141,10 +141,12 @@ async def start_site(
     runner: web.AppRunner, config: Config, host: str | None = None, port: int | None = None
 ) -> GuardedSite:
     """Listen on ``host:port`` (default: the config's) with the connection guard's limits:
-    header deadline, connections per address, masked frames (tickwire.server.guard)."""
+    header deadline, connections per address, masked frames, the sockets' send buffer
+    (tickwire.server.guard)."""
     guard = ConnectionGuard(
         header_timeout=config.header_timeout,
         max_per_address=config.max_connections_per_address,
+        send_buffer=config.send_buffer_bytes,
     )
     site = GuardedSite(
         runner,

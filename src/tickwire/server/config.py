@@ -49,11 +49,18 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     history_ttl: float = 300.0
     #: Largest gap (in publications) a resubscribe recovers from history.
     max_recover: int = 10_000
-    #: Bytes queued for one client (ours plus the socket's) before it is cut as slow.
+    #: Bytes held for one client (queued in the hub plus unsent in its transport's
+    #: buffer) before it is cut as slow (close 3008). The kernel's socket buffers hold
+    #: more besides: see ``send_buffer_bytes``.
     max_queue_bytes: int = 1_048_576
     #: Seconds the hub may hold its writes when writing saturates the process, so that
     #: each write carries more frames (adaptive: an idle node adds nothing); 0: never.
     max_write_delay: float = 0.005
+    #: ``SO_SNDBUF`` of every accepted connection (bytes; Linux doubles it for its own
+    #: bookkeeping). 0: the kernel's autotuning, which grows a socket's send buffer up to
+    #: ``net.ipv4.tcp_wmem``'s maximum (4 MiB by default), held for a client that does not
+    #: read on top of ``max_queue_bytes``. Set it to bound that memory too (docs/protocol.md).
+    send_buffer_bytes: int = 0
     #: Largest inbound frame answered with an error (bytes); larger ones are refused.
     max_frame_bytes: int = 65_536
     #: Inbound frames over this size close the connection (1009).
@@ -264,6 +271,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 "max_write_delay",
                 0 <= self.max_write_delay <= 1,
                 "a number of seconds from 0 to 1",
+            ),
+            (
+                "send_buffer_bytes",
+                self.send_buffer_bytes == 0 or self.send_buffer_bytes >= 4096,
+                "0 (the kernel's) or an integer >= 4096",
             ),
             ("max_frame_bytes", self.max_frame_bytes >= 256, "an integer >= 256"),
             (

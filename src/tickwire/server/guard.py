@@ -10,13 +10,17 @@ as a :class:`GuardedRequestHandler`: aiohttp's own handler, plus
   the cap is closed at once, before a byte of it is parsed;
 - after a WebSocket upgrade, a check of each frame header's MASK bit in front of
   aiohttp's frame reader (which accepts unmasked frames): the first unmasked frame stops
-  the reading and the dialect's shell closes the connection with 1002.
+  the reading and the dialect's shell closes the connection with 1002;
+- when ``send_buffer_bytes`` is set, a fixed ``SO_SNDBUF`` on each accepted socket, so
+  that what the kernel holds for a client that does not read is bounded too (the hub's
+  ``max_queue_bytes`` bounds only what the process holds).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -107,9 +111,13 @@ class ConnectionGuard:
     """Per-address connection counts and the header deadline, shared by a site's
     connections."""
 
-    def __init__(self, *, header_timeout: float, max_per_address: int) -> None:
+    def __init__(
+        self, *, header_timeout: float, max_per_address: int, send_buffer: int = 0
+    ) -> None:
         self.header_timeout = header_timeout
         self.max_per_address = max_per_address
+        #: ``SO_SNDBUF`` of each accepted socket; 0: the kernel's autotuning
+        self.send_buffer = send_buffer
         #: open connections per client address (addresses with none are removed)
         self.open: dict[str, int] = {}
         self.refused = 0
@@ -154,6 +162,10 @@ class GuardedRequestHandler(RequestHandler):
                 transport.close()
             return
         self._address = address
+        if self._guard.send_buffer:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._guard.send_buffer)
         super().connection_made(transport)
         self._deadline = asyncio.get_running_loop().call_later(
             self._guard.header_timeout, self._headers_late
