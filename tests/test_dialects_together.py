@@ -18,7 +18,11 @@ Each client is its dialect's own (tests/crosskit.py). What is compared, per dial
 Sizes are compared as strings, a removal's zero written ``"0"`` in every dialect.
 
 A scenario runs once per topology (module-scoped: one server, or one pair of nodes on
-Redis, for every parametrized case) and the cases check what it recorded.
+Redis, for every parametrized case) and the cases check what it recorded. The same holds
+for the kill -9, the entitlements, and the never-reading scenario: a never-reading raw
+client of every dialect beside a reading client of every dialect on ``trades:BTC-USD``,
+on a node whose sockets' send buffers are fixed (``send_buffer_bytes``: left to the
+kernel, they take megabytes before the hub's cap is reached).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from .crosskit import (
     BOOK,
     DIALECTS,
     MARKET,
+    TRADES,
     Balancer,
     CoinbaseSide,
     NativeSide,
@@ -62,13 +67,15 @@ from .crosskit import (
     check_book_stream,
     http_book,
     need_node,
+    prophit_subs,
     reference_updates,
     with_seqs,
 )
 from .harness import Client
-from .opcodekit import OpClient, digest_query
+from .opcodekit import OpClient, digest_query, request
 from .rangerkit import PUBLIC, IdentityProvider
 from .services import REDIS_URL
+from .wsraw import StalledClient
 
 PUBLISH_TOKEN = "cross-dialect-publish-token-0123456789"
 AUTH_SECRET = "cross-dialect-auth-secret-0123456789-0123456789"
@@ -807,3 +814,249 @@ async def test_permessage_deflate_is_negotiated_in_every_dialect(
             assert ws.compress == 15
         finally:
             await ws.close()
+
+
+# -- a never-reading client of every dialect, beside a reading one of every dialect -------
+
+#: the per-connection byte cap (``max_queue_bytes``) of the ``stalling`` node
+SLOW_CAP = 131_072
+#: its ``send_buffer_bytes`` (``SO_SNDBUF``): left to the kernel, Linux grows a socket's
+#: send buffer up to ``net.ipv4.tcp_wmem``'s maximum (4 MiB), and a client that does not
+#: read fills that before the hub holds a byte for it (measured: all five dialects were
+#: cut, each only after about 4 MB had piled up in the kernel)
+SEND_BUFFER = 16_384
+#: trades per ``POST /api/v1/publish``: one write to each subscriber, far under the cap
+BATCH = 100
+MAX_BATCHES = 60
+
+
+@dataclass
+class Stall:
+    """A never-reading client of one dialect, and what it found when it read at last."""
+
+    client: StalledClient
+    #: bytes of the frames that reached it after its subscription (before the close)
+    before: int = 0
+    frames: int = 0
+    largest: int = 0
+    code: int | None = None
+    reason: bytes = b""
+    #: the server ended the connection without waiting for the client's answer
+    eof: bool = False
+
+
+@dataclass
+class Stalling:
+    readers: dict[str, Record]
+    stalls: dict[str, Stall]
+    published: int
+    #: clients the node counted as cut for their cap (tickwire_slow_disconnects_total)
+    cuts: int
+
+
+def trade(i: int) -> dict[str, Any]:
+    return {
+        "type": "trade",
+        "market": MARKET,
+        "price": "100.5",
+        "size": "0.25",
+        "side": "buy",
+        "id": i,
+    }
+
+
+async def _until(client: StalledClient, done: Any) -> None:
+    """Read frames until one whose payload satisfies ``done`` (the subscription's reply),
+    and not a byte further."""
+    while True:
+        _, payload, _ = await asyncio.wait_for(client.read_frame(), 10)
+        if done(payload):
+            return
+
+
+def _json_has(payload: bytes, key: str, value: Any) -> bool:
+    try:
+        msg = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(msg, dict) and msg.get(key) == value
+
+
+async def stalled_client(
+    dialect: str, session: aiohttp.ClientSession, node: Serve, keys: Keys
+) -> StalledClient:
+    """A client of ``dialect`` subscribed to ``trades:BTC-USD`` that reads its replies up to
+    the subscription's and then nothing more."""
+    secret = keys.secrets["bob"]
+    if dialect == "native":
+        token = await gateway_token(session, node.http, secret)
+        c = await StalledClient.connect(node.port, f"/ws?token={token}")
+        await c.send_text(json.dumps({"id": 1, "op": "subscribe", "channels": [TRADES]}))
+        await _until(c, lambda p: _json_has(p, "type", "subscribed"))
+    elif dialect == "coinbase":
+        c = await StalledClient.connect(node.port, "/ws/coinbase")
+        sub = {"type": "subscribe", "channel": "market_trades", "product_ids": [MARKET]}
+        await c.send_text(json.dumps(sub))
+        await _until(c, lambda p: _json_has(p, "channel", "subscriptions"))
+    elif dialect == "ranger":
+        c = await StalledClient.connect(node.port, PUBLIC + "?stream=btcusd.trades")
+        await _until(c, lambda p: b'"success"' in p and b"btcusd.trades" in p)
+    elif dialect == "prophit":
+        token = await gateway_token(session, node.http, secret)
+        c = await StalledClient.connect(
+            node.port, f"/socket.io/?EIO=4&transport=websocket&token={token}"
+        )
+        await c.send_text("40")
+        await c.send_text("421" + json.dumps(["subscribe", prophit_subs("trades")[0]]))
+        await _until(c, lambda p: p.startswith(b"431"))  # the subscribe's ack
+    else:
+        user, key = await session_key(session, node.http, secret)
+        c = await StalledClient.connect(node.port, "/ws/opcode" + digest_query(user, key))
+        await c.send_text(json.dumps(request(100)))
+        await c.send_text(json.dumps(request(200, channels=[TRADES])))
+        await _until(c, lambda p: _json_has(p, "res", 200))
+    return c
+
+
+async def read_to_close(stall: Stall, answer: bool) -> None:
+    """Read at last: the frames sent before the cut, the close frame, then (after
+    answering it, when ``answer``) the end of the connection."""
+    client = stall.client
+    try:
+        while True:
+            opcode, payload, size = await asyncio.wait_for(client.read_frame(), 10)
+            if opcode == 0x8:
+                stall.code = int.from_bytes(payload[:2], "big")
+                stall.reason = payload[2:]
+                break
+            stall.before += size
+            stall.frames += 1
+            stall.largest = max(stall.largest, size)
+        if answer:
+            await client.send_close(stall.code)
+        stall.eof = await asyncio.wait_for(client.at_eof(), 10)
+    except (TimeoutError, ConnectionError):
+        pass  # recorded as it stands: the test says what is missing
+
+
+def slow_disconnects(node: Serve) -> int:
+    with urllib.request.urlopen(node.http + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    (line,) = [x for x in text.splitlines() if x.startswith("tickwire_slow_disconnects_total ")]
+    return int(float(line.split()[1]))
+
+
+async def stall_every_dialect(session: aiohttp.ClientSession, keys: Keys, node: Serve) -> Stalling:
+    """A reading client of every dialect (its own, as above) and a never-reading one of
+    every dialect on ``trades:BTC-USD``; trades are published in batches, each read by
+    every reader before the next, until the node has cut all five never-reading ones."""
+    secret = keys.secrets["alice"]
+
+    async def token() -> str:
+        return await gateway_token(session, node.http, secret)
+
+    async def login(attempt: int) -> tuple[str, str]:
+        return await session_key(session, node.http, secret)
+
+    readers: list[Side] = [
+        NativeSide([node.ws + "/ws"], token, channels=[TRADES]),
+        CoinbaseSide([node.ws + "/ws/coinbase"], keys.ec["alice"], channels=["market_trades"]),
+        RangerSide([node.ws], session, streams=["btcusd.trades"]),
+        ProphitSide([node.ws], await token(), subs=prophit_subs("trades")),
+        OpcodeSide([node.ws], session, login, channels=[TRADES]),
+    ]
+    stalls: dict[str, Stall] = {}
+    try:
+        await asyncio.gather(*(r.start() for r in readers))
+        for r in readers:
+            await r.rec.wait(
+                lambda r=r: any(k == "subscribed" for k, _ in r.rec.signals),  # type: ignore[misc]
+                "the subscription",
+            )
+        for dialect in DIALECTS:
+            stalls[dialect] = Stall(await stalled_client(dialect, session, node, keys))
+        published = cuts = 0
+        for _ in range(MAX_BATCHES):
+            await publish(session, node, [trade(published + i + 1) for i in range(BATCH)])
+            published += BATCH
+            for r in readers:  # every reader has the batch: it was written to every client
+                await r.rec.wait(
+                    lambda r=r, n=published: len(r.rec.trades) >= n,  # type: ignore[misc]
+                    "the batch",
+                )
+            cuts = await asyncio.to_thread(slow_disconnects, node)
+            if cuts >= len(DIALECTS):
+                break
+        for dialect, stall in stalls.items():  # Socket.IO's transport is closed unanswered
+            await read_to_close(stall, answer=dialect != "prophit")
+        # and the readers go on
+        await publish(session, node, [trade(published + i + 1) for i in range(BATCH)])
+        published += BATCH
+        for r in readers:
+            await r.rec.wait(
+                lambda r=r: len(r.rec.trades) >= published,  # type: ignore[misc]
+                "the batch after the cuts",
+            )
+        cuts = await asyncio.to_thread(slow_disconnects, node)
+        return Stalling({r.dialect: r.rec for r in readers}, stalls, published, cuts)
+    finally:
+        for stall in stalls.values():
+            stall.client.close()
+        await asyncio.gather(*(r.stop() for r in readers), return_exceptions=True)
+
+
+@pytest.fixture(scope="module")
+def stalling(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stalling]:
+    need_node()
+    node = Serve(
+        keys,
+        tmp_path_factory.mktemp("dialects-slow") / "a.log",
+        "--max-queue-bytes",
+        str(SLOW_CAP),
+        TICKWIRE_SEND_BUFFER_BYTES=str(SEND_BUFFER),
+        # a cut client is aborted after drain_timeout if it has not read its close frame
+        # (the reset would destroy what it had not read): these read only once all are cut
+        TICKWIRE_DRAIN_TIMEOUT="60",
+    )
+    try:
+
+        async def run() -> Stalling:
+            async with aiohttp.ClientSession() as session:
+                return await stall_every_dialect(session, keys, node)
+
+        yield asyncio.run(run())
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_never_reading_client_is_cut_at_its_cap_with_its_dialects_signal(
+    stalling: Stalling, dialect: str
+) -> None:
+    stall = stalling.stalls[dialect]
+    assert stalling.cuts == len(DIALECTS)
+    assert stall.code == 3008, f"{dialect}: no slow-consumer close ({stall})"
+    # Socket.IO: the session's WebSocket transport is closed (the hub's code, no reason);
+    # the others end the connection once the client answers the close frame
+    assert stall.eof
+    if dialect != "prophit":
+        assert stall.reason == b"slow consumer"
+    # at the cut the server held more than the cap less one write (one batch), and no
+    # more than the cap; besides, the kernel's buffers held at most the send buffer
+    # (Linux doubles SO_SNDBUF), the client's receive buffer and one segment past them
+    kernel = 2 * SEND_BUFFER + 2 * stall.client.rcvbuf
+    assert SLOW_CAP - BATCH * stall.largest < stall.before <= SLOW_CAP + kernel, stall
+    assert stall.frames < stalling.published
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_beside_them_a_reading_client_of_every_dialect_misses_nothing(
+    stalling: Stalling, dialect: str
+) -> None:
+    rec = stalling.readers[dialect]
+    assert rec.errors == []
+    assert rec.connections == 1  # never cut, never reconnected
+    every = list(range(1, stalling.published + 1))
+    assert [int(t.id) for t in rec.trades] == every
+    if dialect in ("native", "prophit", "opcode"):  # where the core seq is on the wire
+        assert [t.seq for t in rec.trades] == every

@@ -97,3 +97,76 @@ class RawClient:
     def sockname(self) -> tuple[str, int]:
         name: tuple[str, int] = self.writer.get_extra_info("sockname")
         return name
+
+
+class StalledClient:
+    """A WebSocket client that reads only when told to: after its handshake (and any
+    reply it waits for with :meth:`read_frame`) nothing is taken from its socket, whose
+    receive buffer is shrunk before connecting (``rcvbuf``). What the server sends piles
+    up in the kernel's buffers, then in the server's. A plain non-blocking socket: an
+    asyncio stream would read ahead into memory."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        #: the receive buffer the kernel gave the socket (Linux doubles the request;
+        #: set, it is not autotuned)
+        self.rcvbuf: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    @classmethod
+    async def connect(cls, port: int, path: str, rcvbuf: int = 4096) -> StalledClient:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        client = cls(sock)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, request.encode())
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):  # byte by byte: nothing past the headers
+            head += await client._exactly(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return client
+
+    async def send_text(self, text: str) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, client_frame(text.encode()))
+
+    async def _exactly(self, n: int) -> bytes:
+        loop = asyncio.get_running_loop()
+        data = b""
+        while len(data) < n:
+            chunk = await loop.sock_recv(self.sock, n - len(data))
+            if not chunk:
+                raise ConnectionError(f"connection closed {len(data)} of {n} bytes into a read")
+            data += chunk
+        return data
+
+    async def read_frame(self) -> tuple[int, bytes, int]:
+        """(opcode, payload, the frame's size on the wire) of the next server frame,
+        reading exactly that frame."""
+        b0, b1 = await self._exactly(2)
+        n, size = b1 & 0x7F, 2
+        if n == 126:
+            (n,) = struct.unpack("!H", await self._exactly(2))
+            size += 2
+        elif n == 127:
+            (n,) = struct.unpack("!Q", await self._exactly(8))
+            size += 8
+        return b0 & 0x0F, await self._exactly(n), size + n
+
+    async def send_close(self, code: int) -> None:
+        """Answer a close frame (RFC 6455 5.5.1)."""
+        frame = client_frame(struct.pack("!H", code), opcode=0x8)
+        await asyncio.get_running_loop().sock_sendall(self.sock, frame)
+
+    async def at_eof(self) -> bool:
+        """Whether the server ended the connection (nothing more comes)."""
+        return await asyncio.get_running_loop().sock_recv(self.sock, 1) == b""
+
+    def close(self) -> None:
+        self.sock.close()
