@@ -73,7 +73,7 @@ class Server:
 
     def env(self) -> dict[str, str]:
         """Environment the server needs beyond ours (the opcode dialect: a user to log in)."""
-        if self.dialect != "opcode":
+        if self.dialect not in LOGIN_DIALECTS:
             return dict(self.settings)
         store, _ = bench_user()
         # every connection is the same user: room for all their nonces
@@ -84,7 +84,7 @@ class Server:
         }
 
     def generator_args(self) -> list[str]:
-        if self.dialect != "opcode":
+        if self.dialect not in LOGIN_DIALECTS:
             return []
         _, password = bench_user()
         return ["--login", f"{BENCH_USER}:{password}"]
@@ -122,6 +122,12 @@ TARGETS: dict[str, Server] = {
         Server("tickwire-ranger", "ranger", "tickwire", note="Peatio ranger dialect"),
         Server("tickwire-coinbase", "coinbase", "tickwire", note="Coinbase dialect"),
         Server(
+            "tickwire-mixed",
+            "mixed",
+            "tickwire",
+            note="the subscribers spread over all five dialects (i mod 5)",
+        ),
+        Server(
             "tickwire-nodelay",
             "native",
             "tickwire",
@@ -135,9 +141,12 @@ TARGETS: dict[str, Server] = {
         Server("node-socketio", "eio4", "node", "socketio-server.js", "rooms"),
     )
 }
-#: ``tickwire-ranger`` and ``tickwire-nodelay`` run when asked for
+#: ``tickwire-ranger``, ``tickwire-nodelay`` and ``tickwire-mixed`` run when asked for
 #: (``--targets tickwire,tickwire-ranger``).
-DEFAULT_TARGETS = [t for t in TARGETS if t not in ("tickwire-ranger", "tickwire-nodelay")]
+ASKED_FOR = ("tickwire-ranger", "tickwire-nodelay", "tickwire-mixed")
+DEFAULT_TARGETS = [t for t in TARGETS if t not in ASKED_FOR]
+#: Dialects whose generator logs in first (``POST /login``, the opcode digest).
+LOGIN_DIALECTS = ("opcode", "mixed")
 
 
 BENCH_USER = "bench"
@@ -428,6 +437,12 @@ def sweep_markdown(report: Report) -> str:
         )
     for name, err in report.errors.items():
         lines.append(f"| - | {name} | failed: {err[:80]} | | | | | | | |")
+    for k, mix in report.params.get("mixed_vs_native", {}).items():
+        held = "-" if mix["held"] is None else f"{100 * mix['held']:.0f}%"
+        lines.append(
+            f"\nmixed vs native-only at {k}/tick, this run: {100 * mix['most']:.0f}% "
+            f"most delivered, {held} held (target: at least 80%)"
+        )
     for name, steps in report.steps.items():
         lines += ["", f"{name} steps (offered → delivered/s, p50/p99 ms, server CPU, "
                   "other load, held):", ""]  # fmt: skip
@@ -548,7 +563,30 @@ def fanout(
             if steps:
                 report.rows.append(fanout_summary(t, k, steps))
     add_ratios(report.rows)
+    note_mixed_ratio(report)
     return report
+
+
+def note_mixed_ratio(report: Report) -> None:
+    """Per messages per tick, the mixed run's most delivered and held rates as shares of
+    the native-only run's in this run (issue 18's target: at least 80%), in the mixed
+    row's notes and the params (``mixed_vs_native``: per tick -> the two ratios)."""
+    native = {r["per_tick"]: r for r in report.rows if r["target"] == "tickwire"}
+    ratios: dict[str, Any] = {}
+    for mixed in (r for r in report.rows if r["target"] == "tickwire-mixed"):
+        base = native.get(mixed["per_tick"])
+        if base is None or not base["deliveries_per_s"]:
+            continue
+        most = mixed["deliveries_per_s"] / base["deliveries_per_s"]
+        held = mixed["held_per_s"] / base["held_per_s"] if base["held_per_s"] else None
+        ratios[str(mixed["per_tick"])] = {
+            "most": round(most, 3),
+            "held": None if held is None else round(held, 3),
+        }
+        shown = "-" if held is None else f"{100 * held:.0f}%"
+        mixed["notes"] += f"; vs native-only: {100 * most:.0f}% most delivered, {shown} held"
+    if ratios:
+        report.params["mixed_vs_native"] = ratios
 
 
 def sweep(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import hashlib
@@ -14,6 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tickwire.auth import KeyKind, create_key
+from tickwire.client.bench import add_parser, config_from_args
 from tickwire.client.bench.config import (
     BenchConfig,
     BenchConfigError,
@@ -21,11 +24,21 @@ from tickwire.client.bench.config import (
     channels_for,
     parse_target,
 )
-from tickwire.client.bench.dialects import EngineIO4Dialect, NativeDialect, RangerDialect
+from tickwire.client.bench.dialects import (
+    MIXED,
+    EngineIO4Dialect,
+    NativeDialect,
+    RangerDialect,
+    dialect_for,
+)
 from tickwire.client.bench.runner import run_bench
 from tickwire.client.bench.stats import Histogram, bucket, bucket_value
 from tickwire.client.bench.wire import scan
 from tickwire.client.bench.worker import BenchClient, Counters
+from tickwire.server.auth_routes import AUTH_KEY
+
+from .authkit import SECRET
+from .harness import run_gateway
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -226,3 +239,43 @@ async def test_generator_counts_every_message_from_a_real_server() -> None:
     assert result["ready"] == 12 and result["failed"] == 0
     assert result["total_messages"] == 12 * PER_CONNECTION
     assert result["total_frames"] == 12 * (1 + PER_CONNECTION + 2 * (PER_CONNECTION // 100))
+
+
+def test_mixed_spreads_the_connections_over_the_five_dialects_in_turn() -> None:
+    names = [dialect_for("mixed", i).name for i in range(10)]
+    assert names == [*MIXED, *MIXED]
+    assert sorted(MIXED) == ["coinbase", "eio4", "native", "opcode", "ranger"]
+    assert dialect_for("ranger", 3) is RangerDialect
+
+
+def config_from_add_parser_args(argv: list[str]) -> BenchConfig:
+    parser = argparse.ArgumentParser(prog="tickwire")
+    add_parser(parser.add_subparsers(dest="command"))
+    return config_from_args(parser.parse_args(["bench", *argv]))
+
+
+def test_mixed_takes_no_path_in_the_url() -> None:
+    assert config_from_add_parser_args(["--dialect", "mixed"]).target.path == ""
+    with pytest.raises(BenchConfigError, match="without a path"):
+        config_from_add_parser_args(["--dialect", "mixed", "--url", "ws://127.0.0.1:1/ws"])
+
+
+async def test_a_mixed_run_subscribes_every_dialect_to_one_channel_of_a_real_gateway() -> None:
+    """Ten connections, two of each dialect, on one synthetic channel: every one is ready
+    (each dialect's subscribe answered on its own path) and counts deliveries."""
+    spec = "channel=trades:BENCH,rate=200,batch=2,size=150"
+    async with run_gateway(auth_secret=SECRET, synthetic=spec) as gw:
+        auth = gw.runner.app[AUTH_KEY]
+        await create_key(auth.store, kind=KeyKind.PASSWORD, user_id="bench", password="pw-bench-1")
+        config = BenchConfig(
+            target=Target("127.0.0.1", gw.port, ""),
+            dialect="mixed",
+            connections=10,
+            workers=1,
+            warmup=0.2,
+            duration=0.5,
+            login="bench:pw-bench-1",
+        )
+        result: dict[str, Any] = await asyncio.to_thread(run_bench, config, display=False)
+    assert (result["ready"], result["failed"], result["lost"]) == (10, 0, 0), result["errors"]
+    assert result["total_messages"] > 0

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from tickwire.client.bench.config import BenchConfig, BenchConfigError, parse_target
-from tickwire.client.bench.dialects import DIALECTS
+from tickwire.client.bench.dialects import DIALECT_CHOICES, DIALECTS, MIXED_NAME
 from tickwire.client.bench.runner import results_table, run_bench
 
 __all__ = ["BenchConfig", "add_parser", "default_workers", "main", "run_bench", "run_from_args"]
@@ -37,7 +37,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--url", default="ws://127.0.0.1:8080", help="loopback ws:// URL")
-    p.add_argument("--dialect", choices=sorted(DIALECTS), default="native")
+    p.add_argument(
+        "--dialect",
+        choices=sorted(DIALECT_CHOICES),
+        default="native",
+        help="the wire of every connection; 'mixed': connection i speaks native, coinbase, "
+        "ranger, eio4, opcode in turn (i mod 5), each on its default path",
+    )
     p.add_argument(
         "--login",
         metavar="USER:PASSWORD",
@@ -69,7 +75,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """Validate the command line into a :class:`BenchConfig`."""
-    dialect = DIALECTS[args.dialect]
+    mixed = args.dialect == MIXED_NAME
+    default_path = "" if mixed else DIALECTS[args.dialect].default_path
     if not 1 <= args.connections <= MAX_CONNECTIONS:
         raise BenchConfigError(f"connections: must be 1..{MAX_CONNECTIONS}")
     for name in ("warmup", "duration", "connect_timeout"):
@@ -82,8 +89,14 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         cpus = tuple(int(c) for c in args.cpus.split(",") if c.strip())
     except ValueError as exc:
         raise BenchConfigError(f"cpus: not a list of CPU numbers: {args.cpus!r}") from exc
+    target = parse_target(args.url, default_path)
+    if mixed and target.path:
+        raise BenchConfigError(
+            f"url: --dialect {MIXED_NAME} connects each dialect on its own default path: "
+            f"give the URL without a path, got {args.url!r}"
+        )
     return BenchConfig(
-        target=parse_target(args.url, dialect.default_path),
+        target=target,
         dialect=args.dialect,
         connections=args.connections,
         channels=tuple(args.channels or ["trades:BENCH"]),

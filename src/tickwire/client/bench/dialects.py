@@ -3,7 +3,7 @@
 A dialect sees only the frames :func:`tickwire.client.bench.wire.scan` hands it
 (everything until the connection is ready, then control and short frames), so adding a
 dialect costs nothing on the counting path. Add one by subclassing :class:`BenchDialect`
-and listing it in :data:`DIALECTS`.
+and listing it in :data:`DIALECTS`. ``mixed`` spreads one run's connections over all five.
 """
 
 from __future__ import annotations
@@ -226,3 +226,23 @@ DIALECTS: dict[str, type[BenchDialect]] = {
     RangerDialect.name: RangerDialect,
     CoinbaseDialect.name: CoinbaseDialect,
 }
+
+#: ``--dialect mixed``: connection ``i`` speaks ``MIXED[i % 5]``, each on its default path
+#: (one run, one channel, the subscribers spread evenly over every dialect).
+MIXED_NAME = "mixed"
+MIXED = (
+    NativeDialect.name,
+    CoinbaseDialect.name,
+    RangerDialect.name,
+    EngineIO4Dialect.name,
+    OpcodeDialect.name,
+)
+#: Every ``--dialect`` choice.
+DIALECT_CHOICES = (*DIALECTS, MIXED_NAME)
+
+
+def dialect_for(name: str, index: int) -> type[BenchDialect]:
+    """The dialect connection ``index`` speaks in a run of dialect ``name``."""
+    if name == MIXED_NAME:
+        return DIALECTS[MIXED[index % len(MIXED)]]
+    return DIALECTS[name]

@@ -13,7 +13,7 @@ from multiprocessing.connection import Connection as Pipe
 from typing import Any, cast
 
 from tickwire.client.bench.config import BenchConfig, channels_for
-from tickwire.client.bench.dialects import DIALECTS, BenchDialect
+from tickwire.client.bench.dialects import BenchDialect, dialect_for
 from tickwire.client.bench.stats import Histogram
 from tickwire.client.bench.wire import (
     MARKER,
@@ -256,13 +256,14 @@ class Worker:
     async def _connect_all(self) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
-        dialect_cls = DIALECTS[cfg.dialect]
         indices = iter(self.my_indices())
         target = cfg.target
 
         async def one(i: int) -> None:
+            dialect_cls = dialect_for(cfg.dialect, i)
             dialect = dialect_cls(channels_for(cfg.channels, i, cfg.seed), cfg.credentials)
-            request, _ = handshake_request(target.host, target.port, dialect.path(target.path))
+            path = dialect.path(target.path or dialect_cls.default_path)
+            request, _ = handshake_request(target.host, target.port, path)
             opened: asyncio.Future[None] = loop.create_future()
             client = BenchClient(self.stats, dialect, request, opened)
             try:
