@@ -826,11 +826,12 @@ def idle_scenario(targets: list[str], quick: bool) -> Report:
         targets,
         spec="",
         connections=n,
-        channels=["trades:IDLE"],
+        channels=["trades:IDLE-USD"],
         offered=None,
         warmup=1.0,
         duration=2.0,
-        env={"TICKWIRE_MARKETS": "IDLE"},
+        # a market name the config accepts without a definition (BASE-QUOTE)
+        env={"TICKWIRE_MARKETS": "IDLE-USD"},
     )
 
 
