@@ -32,7 +32,7 @@ from tickwire.server.node import NODE_KEY, Node
 from tickwire.server.realtime_routes import add_realtime_routes
 from tickwire.server.revocation import watch_revocations
 from tickwire.server.socketio import install_socketio
-from tickwire.server.ws import mount
+from tickwire.server.ws import connections_ended, mount
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
         n = await node.drain()
         if n:
             log.info("drained %d connections (close 3001: reconnect elsewhere)", n)
+        await connections_ended(app)
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
@@ -171,6 +172,7 @@ def build_opcode_port_app(app: web.Application) -> web.Application:
 
     async def on_shutdown(port_app: web.Application) -> None:
         await node.drain()
+        await connections_ended(port_app)
 
     port_app.on_shutdown.append(on_shutdown)
     return port_app

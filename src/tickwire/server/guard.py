@@ -8,9 +8,12 @@ as a :class:`GuardedRequestHandler`: aiohttp's own handler, plus
   that trickles its headers (slowloris) is closed when it passes;
 - a count of open connections per address (``max_connections_per_address``): one over
   the cap is closed at once, before a byte of it is parsed;
-- after a WebSocket upgrade, a check of each frame header's MASK bit in front of
-  aiohttp's frame reader (which accepts unmasked frames): the first unmasked frame stops
-  the reading and the dialect's shell closes the connection with 1002;
+- after a WebSocket upgrade that aiohttp goes on reading (the Socket.IO transport), a
+  check of each frame header's MASK bit in front of aiohttp's frame reader (which accepts
+  unmasked frames): the first unmasked frame stops the reading and the shell closes the
+  connection with 1002. The raw WebSocket dialects leave aiohttp after the handshake
+  (:meth:`GuardedRequestHandler.hand_over`, tickwire.server.wsconn) and their own frame
+  reader refuses unmasked frames.
 - when ``send_buffer_bytes`` is set, a fixed ``SO_SNDBUF`` on each accepted socket, so
   that what the kernel holds for a client that does not read is bounded too (the hub's
   ``max_queue_bytes`` bounds only what the process holds).
@@ -142,7 +145,7 @@ class ConnectionGuard:
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's request handler with the guard's limits (see the module docstring)."""
 
-    __slots__ = ("_address", "_deadline", "_guard", "_reader")
+    __slots__ = ("_address", "_deadline", "_guard", "_handed_over", "_reader")
 
     def __init__(self, guard: ConnectionGuard, manager: web.Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -150,6 +153,7 @@ class GuardedRequestHandler(RequestHandler):
         self._address: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._reader: _CheckedReader | None = None
+        self._handed_over = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -186,12 +190,27 @@ class GuardedRequestHandler(RequestHandler):
             self._deadline = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._address is None:
+        if self._address is None and not self._handed_over:
             return  # refused in connection_made: aiohttp never saw it
-        self._guard.release(self._address)
+        if self._address is not None and not self._handed_over:
+            self._guard.release(self._address)
         self._address = None
         self.request_started()
         super().connection_lost(exc)
+
+    def hand_over(self) -> Callable[[], None]:
+        """The connection moves to another protocol (tickwire.server.wsconn) and stays
+        open when this handler is done: the returned function releases its place in the
+        per-address count, once, when it ends."""
+        self._handed_over = True
+        address, guard = self._address, self._guard
+        self.request_started()
+
+        def release() -> None:
+            if address is not None:
+                guard.release(address)
+
+        return release
 
     def set_parser(self, parser: Any, data_received_cb: Callable[[], None] | None = None) -> None:
         # WebSocket upgrade: every frame passes the mask check before aiohttp reads it

@@ -1,9 +1,10 @@
 """The one WebSocket shell: every dialect is mounted on its paths by this handler.
 
-The shell does only I/O: the aiohttp handshake, reading frames, handing them to the
-dialect's :class:`~tickwire.dialects.core.ConnectionCore`. After the handshake the hub
-writes ready-made frames straight to the connection's transport (one write per loop
-iteration); aiohttp still reads frames and answers pings.
+The shell does only I/O: aiohttp answers the handshake; then the connection leaves
+aiohttp (:mod:`tickwire.server.wsconn`): our protocol on the raw transport reads frames
+(:mod:`tickwire.server.wsframes`), answers pings and the close handshake, and hands
+messages to the dialect's :class:`~tickwire.dialects.core.ConnectionCore`. The hub
+writes ready-made frames straight to the same transport (one write per loop iteration).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from tickwire.auth import AuthError, Principal
 from tickwire.dialects.base import (
@@ -31,8 +32,9 @@ from tickwire.hub import Hub
 from tickwire.hub.wire import deflated
 from tickwire.model.channels import Channel
 from tickwire.model.publication import now_ms
-from tickwire.server.guard import CLOSE_PROTOCOL_ERROR, GuardedRequestHandler
 from tickwire.server.node import Node
+from tickwire.server.wsconn import OpenConnections, WebSocketProtocol, take_over, upgrade
+from tickwire.server.wsframes import FrameReader
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class NodeServices:
             request_burst=2 * cfg.max_requests_per_second,
             token_expiry_grace=cfg.token_expiry_grace,
         )
+        #: the WebSocket connections served, from the handshake to their end
+        self.sockets = OpenConnections()
 
     @property
     def hub(self) -> Hub:
@@ -115,54 +119,21 @@ def dialect_handler(
             principal = await _verified_handshake(svc, translator)
         except Refused as exc:
             return web.Response(status=exc.status, body=exc.body, content_type=exc.content_type)
-        # autoclose off: a close frame from the client is answered below, once the hub is
-        # done with the connection; after a close of ours it ends the connection instead
-        ws = web.WebSocketResponse(
-            autoping=True,
-            autoclose=False,
-            max_msg_size=cfg.max_frame_hard_bytes,
-            compress=compress,
-        )
-        await ws.prepare(request)
+        response, wbits = upgrade(request, compress)
+        await response.prepare(request)
         transport = request.transport
-        if transport is None:  # pragma: no cover - the peer vanished during the handshake
-            return ws
-        # permessage-deflate, when enabled and asked for: the window size aiohttp negotiated
-        wbits = int(ws.compress)
+        if transport is None or transport.is_closing():
+            return response  # pragma: no cover - the peer vanished during the handshake
+        # permessage-deflate, when enabled and asked for: the window size negotiated
         fmt = deflated(translator.fmt, wbits) if wbits else translator.fmt
         conn = node.hub.connect(transport, fmt, cfg.max_queue_bytes, linger=True)
         core = ConnectionCore(svc, translator, conn)
         node.cores.add(core)  # closed when its key is revoked (tickwire.server.revocation)
-        if isinstance(request.protocol, GuardedRequestHandler):  # RFC 6455 5.1: close with 1002
-            request.protocol.on_unmasked_frame(
-                lambda: conn.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
-            )
-        msg_type = WSMsgType.CLOSED
-        try:
-            await core.open(principal)
-            while True:
-                msg = await ws.receive()
-                msg_type = msg.type
-                if msg_type in _END:
-                    break
-                if conn.closed:
-                    # we sent a close frame: drop what the client still sends until it
-                    # answers (closing now would reset the connection and destroy what
-                    # the client has not read yet, our close frame included)
-                    continue
-                if msg_type == WSMsgType.TEXT:
-                    await core.receive(msg.data)
-                elif msg_type == WSMsgType.BINARY:
-                    await core.receive_binary(msg.data)
-        finally:
-            server_closed = conn.closed
-            core.finish()
-            if server_closed:
-                # the client answered our close frame (or went away): end the connection
-                transport.close()
-        if msg_type == WSMsgType.CLOSE and not ws.closed:
-            await ws.close(drain=False)  # the client closed first: answer its close frame
-        return ws
+        reader = FrameReader(cfg.max_frame_hard_bytes, deflate=bool(wbits))
+        protocol = WebSocketProtocol(core, conn, reader, transport, svc.sockets)
+        take_over(request, protocol)
+        await protocol.open(principal)
+        return response
 
     handler.__name__ = f"{dialect.name}_handler"
     return handler
@@ -204,8 +175,15 @@ def mount(
         node.heartbeats.append((dialect.fmt, dialect.heartbeat))
 
 
-#: What ends a connection's read loop: the client's close frame, or the connection's end.
-_END = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
-
 #: The node's services shared by every dialect mounted on an application.
 SERVICES_KEY: web.AppKey[NodeServices] = web.AppKey("services", NodeServices)
+
+
+async def connections_ended(app: web.Application) -> int:
+    """After a drain: wait (up to the drain timeout) for the WebSocket connections of
+    ``app`` to end, each client answering its close frame; abort the rest (returns how
+    many). aiohttp no longer holds these connections, so its own shutdown does not."""
+    svc = app.get(SERVICES_KEY)
+    if svc is None:
+        return 0
+    return await svc.sockets.ended(svc.node.config.drain_timeout)
