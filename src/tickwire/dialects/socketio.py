@@ -91,7 +91,8 @@ def _decode_v3(text: str) -> list[str]:
         raise PacketError("bad_payload", "empty polling payload")
     while i < n:
         colon = text.find(":", i, i + 12)
-        if colon <= i or not text[i:colon].isdigit():
+        digits = text[i:colon]
+        if colon <= i or not (digits.isascii() and digits.isdigit()):
             raise PacketError("bad_payload", "polling payload: expected <length>:<packet>")
         length = int(text[i:colon])
         start = colon + 1
@@ -188,11 +189,11 @@ def parse_sio(text: str, *, max_bytes: int) -> SioPacket:
             raise PacketError("bad_packet", "namespace longer than 128 characters")
         i = end + 1 if comma >= 0 else end
     start = i
-    while i < len(text) and text[i].isdigit() and i - start < 17:
+    while i < len(text) and "0" <= text[i] <= "9" and i - start < 17:
         i += 1
     ack = None
     if i > start:
-        if i < len(text) and text[i].isdigit():
+        if i < len(text) and "0" <= text[i] <= "9":
             raise PacketError("bad_packet", "ack id too large")
         ack = int(text[start:i])
         if ack > MAX_ACK_ID:
