@@ -116,8 +116,14 @@ def test_socketio_packets_parse_or_are_refused_with_a_code(text: str, limit: int
 def test_socketio_packets_round_trip(
     kind: SioType, data: Any, ack: int | None, namespace: str
 ) -> None:
+    # the protocol's data shapes: an event or ack carries an array, a connect an object
+    # (a bare number after the type would read as an ack id: no client sends one)
     if kind in (SioType.EVENT, SioType.ACK) and not isinstance(data, list):
         data = [data]
+    elif kind == SioType.CONNECT and not isinstance(data, dict):
+        data = None if data is None else {"auth": data}
+    elif kind == SioType.DISCONNECT:
+        data = None
     text = sio_packet(kind, data, ack=ack, namespace=namespace).decode()
     assert text[0] == "4"
     packet = parse_sio(text[1:], max_bytes=1 << 20)
