@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from tickwire.auth.principal import Entitlements
 from tickwire.model.channels import PUBLIC_KINDS
+from tickwire.model.errors import TickwireError
 
 
 class KeyKind(enum.StrEnum):
@@ -57,13 +58,8 @@ class KeyState(enum.StrEnum):
     REVOKED = "revoked"
 
 
-class KeyStoreError(ValueError):
+class KeyStoreError(TickwireError, ValueError):
     """A key could not be created or changed; ``code`` is stable, the message names the field."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@:-]{0,127}$")

@@ -9,19 +9,24 @@ from typing import Protocol
 
 import msgspec
 
+from tickwire.model.errors import TickwireError
 from tickwire.model.publication import Position, Publication, Snapshot
 
 
-class EngineError(Exception):
-    """An engine could not do what was asked; ``code`` is stable."""
+class EngineError(TickwireError):
+    """An engine could not do what was asked; ``code`` is stable (one per class)."""
 
-    code = "engine_error"
+    #: the code of every error of this class
+    CODE = "engine_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.CODE, message)
 
 
 class EngineUnavailable(EngineError):
     """The engine's backing store cannot be reached; nothing was written."""
 
-    code = "engine_unavailable"
+    CODE = "engine_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from tickwire.model.book import BookChange, BookError, Level, OrderBook
 from tickwire.model.candles import CandleError, CandleSeries
 from tickwire.model.channels import CANDLE_INTERVALS, ChannelError, parse_channel
 from tickwire.model.decimals import DecimalError, format_scaled
+from tickwire.model.errors import TickwireError
 from tickwire.model.markets import Market, MarketError, MarketRegistry, default_registry
 from tickwire.model.payloads import (
     BookData,
@@ -67,7 +68,7 @@ MIN_TS_MS = 946_684_800_000
 MAX_SCOPED_BYTES = 64 * 1024
 
 
-class IngestError(ValueError):
+class IngestError(TickwireError, ValueError):
     """Input the gateway refuses; nothing was changed or published.
 
     ``code`` is stable, ``field`` names the offending field (``bids[2][0]``), ``index``
@@ -77,9 +78,7 @@ class IngestError(ValueError):
     def __init__(
         self, code: str, message: str, *, field: str | None = None, index: int | None = None
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
         self.field = field
         self.index = index
 

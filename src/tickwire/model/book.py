@@ -11,13 +11,15 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from tickwire.model.errors import TickwireError
+
 #: A price level: ``(price_units, size_units)``.
 Level = tuple[int, int]
 #: How many levels per side the checksum covers.
 CHECKSUM_DEPTH = 10
 
 
-class BookError(ValueError):
+class BookError(TickwireError, ValueError):
     """An update the book refuses; the book is unchanged. ``code`` is stable."""
 
     def __init__(
@@ -29,9 +31,7 @@ class BookError(ValueError):
         template: str | None = None,
         prices: tuple[int, ...] = (),
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
         self.side = side
         #: ``message`` with ``{}`` where each of ``prices`` (integer units) goes
         self.template = template

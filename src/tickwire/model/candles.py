@@ -6,15 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tickwire.model.channels import CANDLE_INTERVALS
+from tickwire.model.errors import TickwireError
 
 
-class CandleError(ValueError):
+class CandleError(TickwireError, ValueError):
     """A trade the candles refuse; ``code`` is stable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(slots=True)

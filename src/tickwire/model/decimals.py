@@ -10,18 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tickwire.model.errors import TickwireError
+
 #: Longest accepted decimal string; bounds the integers built from client input.
 MAX_DECIMAL_LENGTH = 40
 _DIGITS = frozenset("0123456789")
 
 
-class DecimalError(ValueError):
+class DecimalError(TickwireError, ValueError):
     """A value that is not an acceptable decimal; ``code`` is stable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def parse_scaled(text: str, places: int) -> int:

@@ -9,18 +9,14 @@ import msgspec
 
 from tickwire.model.channels import ChannelError, parse_channel
 from tickwire.model.decimals import DecimalError, Increment
+from tickwire.model.errors import TickwireError
 
 #: Dialects that name markets differently from the canonical id.
 DIALECTS = ("native", "coinbase", "ranger", "opcode", "prophit")
 
 
-class MarketError(ValueError):
+class MarketError(TickwireError, ValueError):
     """An unknown market or an invalid market definition; ``code`` is stable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
