@@ -26,6 +26,10 @@ __all__ = ["PubSub"]
 log = logging.getLogger("tickwire.engine.redis")
 
 
+#: Publications held between a (re)connect and the resync, at most.
+MAX_HELD = 100_000
+
+
 class PubSub:
     """Subscriptions of one node on one Redis, and the loop that reads them."""
 
@@ -53,6 +57,10 @@ class PubSub:
         #: per pub/sub channel name, one entry per SUBSCRIBE sent and not yet confirmed
         self._confirm: dict[bytes, deque[asyncio.Future[None] | None]] = {}
         self._names: dict[bytes, str] = {}
+        #: False from a (re)connect until the hub was told to resync: publications read
+        #: meanwhile are held (at most MAX_HELD; past it the resync covers them)
+        self._live = False
+        self._held: list[Publication] = []
         #: for tests and metrics
         self.reconnects = 0
         self.malformed = 0
@@ -146,11 +154,15 @@ class PubSub:
                 else:
                     self.reconnects += 1
                     log.warning("Redis engine reconnected to %s; resyncing", self.where)
-                    if self.handler is not None:
-                        try:
-                            self.handler.on_resync()
-                        except Exception:
-                            log.exception("engine handler failed on resync")
+                    self._resync()
+                # what arrived before the resync was signalled goes out after it, in order
+                # (before, a publication could reach the hub ahead of the resync)
+                self._live = True
+                held, self._held = self._held, []
+                if len(held) >= MAX_HELD:
+                    self._resync()  # some were not held: the resync fills them
+                for pub in held:
+                    self._deliver(pub)
                 await reader
             except asyncio.CancelledError:
                 raise
@@ -160,6 +172,8 @@ class PubSub:
             except Exception:  # a bug must not end delivery for good: log it and reconnect
                 log.exception("Redis engine pub/sub loop failed; reconnecting")
             finally:
+                self._live = False
+                self._held = []
                 self.connected.clear()
                 self.conn = None
                 if reader is not None:
@@ -170,6 +184,22 @@ class PubSub:
             if self.closing:
                 return
             await asyncio.sleep(self.backoff.next())
+
+    def _resync(self) -> None:
+        if self.handler is not None:
+            try:
+                self.handler.on_resync()
+            except Exception:
+                log.exception("engine handler failed on resync")
+
+    def _deliver(self, pub: Publication) -> None:
+        handler = self.handler
+        if handler is None or pub.channel not in self.subscribed:
+            return  # unsubscribed meanwhile
+        try:
+            handler.on_publication(pub)
+        except Exception:
+            log.exception("engine handler failed on %s seq %d", pub.channel, pub.seq)
 
     @staticmethod
     async def _all(waits: list[asyncio.Future[None]]) -> None:
@@ -215,10 +245,10 @@ class PubSub:
                     self.malformed += 1
                     log.warning("Redis engine: malformed publication on %r ignored", name)
                     continue
-                try:
-                    handler.on_publication(pub)
-                except Exception:
-                    log.exception("engine handler failed on %s seq %d", channel, pub.seq)
+                if self._live:
+                    self._deliver(pub)
+                elif len(self._held) < MAX_HELD:
+                    self._held.append(pub)
             elif kind == b"subscribe":
                 waiters = self._confirm.get(msg[1])
                 if waiters:
