@@ -11,222 +11,79 @@ state before anything is changed or published.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import get_args
 
 import msgspec
 
 from tickwire.engine.base import Engine
+from tickwire.ingest.ops import (
+    MAX_ID_LENGTH,
+    MAX_INT_ID,
+    MAX_SCOPED_BYTES,
+    MIN_TS_MS,
+    OPEN_STATES,
+    SIDES,
+    BookOp,
+    BookView,
+    GatewaySettings,
+    IngestError,
+    Op,
+    OrderOp,
+    SentimentOp,
+    TradeOp,
+    UserTradeOp,
+)
+from tickwire.ingest.state import (
+    Item,
+    MarketState,
+    Undo,
+    roll_back,
+)
+from tickwire.ingest.validation import OpBuilder
 from tickwire.model.book import BookChange, BookError, Level, OrderBook
-from tickwire.model.candles import CandleError, CandleSeries
-from tickwire.model.channels import CANDLE_INTERVALS, ChannelError, parse_channel
-from tickwire.model.decimals import DecimalError, format_scaled
-from tickwire.model.errors import TickwireError
-from tickwire.model.markets import Market, MarketError, MarketRegistry, default_registry
+from tickwire.model.candles import CandleError
+from tickwire.model.channels import ChannelError, parse_channel
+from tickwire.model.decimals import format_scaled
+from tickwire.model.markets import Market, MarketRegistry, default_registry
 from tickwire.model.payloads import (
     BookData,
     CandleData,
     LevelRow,
     OpenOrdersData,
     OrderData,
-    OrderState,
-    OrderType,
     SentimentData,
     Side,
     TickerData,
     TradeData,
-    UserTradeData,
 )
 from tickwire.model.publication import Position, Publication, now_ms
-from tickwire.model.sentiment import SentimentSettings, SentimentTracker
-from tickwire.model.ticker import Rolling24h
+from tickwire.model.sentiment import SentimentTracker
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_INT_ID",
+    "MAX_SCOPED_BYTES",
+    "MIN_TS_MS",
+    "OPEN_STATES",
+    "BookOp",
+    "BookView",
+    "Gateway",
+    "GatewaySettings",
+    "IngestError",
+    "Op",
+    "OrderOp",
+    "SentimentOp",
+    "TradeOp",
+    "UserTradeOp",
+]
 
 _encode = msgspec.json.Encoder().encode
 _decode_book = msgspec.json.Decoder(BookData).decode
 _decode_open = msgspec.json.Decoder(OpenOrdersData).decode
-#: Order states that keep an order open (in the ``user:<uid>:open_orders`` snapshot).
-OPEN_STATES = ("pending", "open")
-
-#: ``(channel, data, snapshot)`` ready for :meth:`Engine.publish`.
-Item = tuple[str, bytes, bytes | None]
-
-#: Puts back a piece of state an operation changed (run newest first on failure).
-Undo = Callable[[], None]
-
-SIDES: tuple[str, ...] = get_args(Side)
-ORDER_TYPES: tuple[str, ...] = get_args(OrderType)
-ORDER_STATES: tuple[str, ...] = get_args(OrderState)
-MAX_ID_LENGTH = 64
-#: Numeric ids (trade ids) are 64-bit: 0 to 2**63 - 1.
-MAX_INT_ID = 2**63 - 1
-#: Earliest timestamp accepted (2000-01-01T00:00:00Z, UNIX milliseconds).
-MIN_TS_MS = 946_684_800_000
-#: Largest body of one role-gated (``scoped``) publication, passed through as it is.
-MAX_SCOPED_BYTES = 64 * 1024
 
 
-class IngestError(TickwireError, ValueError):
-    """Input the gateway refuses; nothing was changed or published.
-
-    ``code`` is stable, ``field`` names the offending field (``bids[2][0]``), ``index``
-    the event in a batch.
-    """
-
-    def __init__(
-        self, code: str, message: str, *, field: str | None = None, index: int | None = None
-    ) -> None:
-        super().__init__(code, message)
-        self.field = field
-        self.index = index
-
-
-@dataclass(frozen=True, slots=True)
-class GatewaySettings:
-    """Limits and windows of the gateway (config section ``[ingest]``)."""
-
-    #: Most price levels a book may hold per side; deeper updates are refused.
-    book_max_levels: int = 10_000
-    #: Levels per side in the ``book:<market>`` snapshot new subscribers start from.
-    book_snapshot_depth: int = 1_000
-    #: Book publications between stored snapshots (keep it below the engine's history
-    #: size, so that history reaches back to the last snapshot).
-    book_snapshot_every: int = 100
-    #: ...or fewer, once the updates since the last snapshot add up to this many bytes.
-    book_snapshot_bytes: int = 65_536
-    #: How far (ms) an event's ``ts`` may lie ahead of the server clock.
-    max_future_ms: int = 60_000
-    #: Milliseconds between ``ticker_batch:<market>`` publications (the latest ticker, when
-    #: it changed); checked by :meth:`Gateway.tick`.
-    ticker_batch_ms: int = 5_000
-    #: Most open orders kept per user for the ``user:<uid>:open_orders`` snapshot (the
-    #: oldest are left out beyond it).
-    open_orders_max: int = 10_000
-    sentiment: SentimentSettings = field(default_factory=SentimentSettings)
-
-
-# --- operations --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BookOp:
-    """Set absolute level sizes (0 removes); with ``reset`` the book becomes exactly these."""
-
-    market: Market
-    bids: tuple[Level, ...]
-    asks: tuple[Level, ...]
-    reset: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TradeOp:
-    """A public trade; ``side`` is the taker's. ``id`` None = next id for the market."""
-
-    market: Market
-    price: int
-    size: int
-    side: Side
-    ts: int
-    id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OrderOp:
-    """A private order update for ``user_id``."""
-
-    user_id: str
-    order: OrderData
-
-
-@dataclass(frozen=True, slots=True)
-class UserTradeOp:
-    """A private fill for ``user_id``."""
-
-    user_id: str
-    trade: UserTradeData
-
-
-@dataclass(frozen=True, slots=True)
-class SentimentOp:
-    """One scored message about ``ticker``."""
-
-    ticker: str
-    user_id: str
-    sentiment: float
-    user_score: float
-    ts: int
-
-
-Op = BookOp | TradeOp | OrderOp | UserTradeOp | SentimentOp
-
-
-class BookView(msgspec.Struct, frozen=True):
-    """A book snapshot for ``GET /api/v1/book/<market>``: the levels as of ``seq``."""
-
-    market: str
-    epoch: str
-    seq: int
-    bids: list[LevelRow]
-    asks: list[LevelRow]
-    checksum: int
-
-
-def _at(where: str, name: str) -> str:
-    if not where:
-        return name
-    return f"{where}{name}" if name.startswith("[") else f"{where}.{name}"
-
-
-class _MarketState:
-    __slots__ = (
-        "book",
-        "book_channel",
-        "book_loaded",
-        "book_local",
-        "bytes_since_snapshot",
-        "candle_channels",
-        "candles",
-        "last_trade_id",
-        "market",
-        "pubs_since_snapshot",
-        "stats",
-        "ticker_batch_channel",
-        "ticker_channel",
-        "ticker_unbatched",
-        "top",
-        "trades_channel",
-    )
-
-    def __init__(self, market: Market, max_levels: int) -> None:
-        self.market = market
-        price, size = market.price, market.size
-
-        def render(p: int, s: int) -> bytes:
-            return f'["{price(p)}","{size(s)}"]'.encode()
-
-        self.book = OrderBook(max_levels, render)
-        self.book_loaded = False
-        self.book_local = False
-        #: book publications (and their bytes) since the last stored snapshot; None
-        #: until this gateway stored one (its first publication always stores one)
-        self.pubs_since_snapshot: int | None = None
-        self.bytes_since_snapshot = 0
-        self.stats = Rolling24h()
-        self.candles = [CandleSeries(iv) for iv in CANDLE_INTERVALS]
-        self.last_trade_id = 0
-        self.top: tuple[Level | None, Level | None] = (None, None)
-        self.book_channel = f"book:{market.id}"
-        self.trades_channel = f"trades:{market.id}"
-        self.ticker_channel = f"ticker:{market.id}"
-        self.ticker_batch_channel = f"ticker_batch:{market.id}"
-        #: the ticker published since the last ``ticker_batch`` one (None: no change)
-        self.ticker_unbatched: bytes | None = None
-        self.candle_channels = [f"candles:{market.id}:{iv}" for iv in CANDLE_INTERVALS]
-
-
-class Gateway:
+class Gateway(OpBuilder):
     """Validates market data, keeps the derived state, publishes through ``engine``.
 
     One gateway should own each market: book state lives in the publishing process
@@ -247,256 +104,13 @@ class Gateway:
         self.settings = settings or GatewaySettings()
         self.clock = clock
         self._lock = asyncio.Lock()
-        self._states: dict[str, _MarketState] = {}
+        self._states: dict[str, MarketState] = {}
         self._sentiment: dict[str, SentimentTracker] = {}
         self._next_batch = 0
         #: each user's open orders by id, for the ``user:<uid>:open_orders`` snapshot
         self._open_orders: dict[str, dict[str, OrderData]] = {}
 
     # --- building operations (static validation) -----------------------------------------
-
-    def market(self, market_id: str, *, where: str = "") -> Market:
-        """The market named ``market_id``; ``unknown_market`` otherwise."""
-        try:
-            return self.markets.require(market_id)
-        except MarketError as exc:
-            raise IngestError(exc.code, exc.message, field=_at(where, "market")) from None
-
-    def _price(self, market: Market, text: object, where: str) -> int:
-        try:
-            return market.parse_price(text)  # type: ignore[arg-type]
-        except DecimalError as exc:
-            raise IngestError(exc.code, f"{where}: {exc.message}", field=where) from None
-
-    def _size(self, market: Market, text: object, where: str, *, positive: bool = False) -> int:
-        try:
-            units = market.parse_size(text)  # type: ignore[arg-type]
-        except DecimalError as exc:
-            raise IngestError(exc.code, f"{where}: {exc.message}", field=where) from None
-        if positive and units == 0:
-            raise IngestError("bad_size", f"{where}: size must be positive", field=where)
-        return units
-
-    def _ts(self, ts: int | None, where: str) -> int:
-        now = self.clock()
-        if ts is None:
-            return now
-        if isinstance(ts, bool) or not isinstance(ts, int) or not MIN_TS_MS <= ts <= MAX_INT_ID:
-            raise IngestError(
-                "bad_timestamp", f"{where}: must be UNIX milliseconds from 2000 on", field=where
-            )
-        if ts > now + self.settings.max_future_ms:
-            raise IngestError(
-                "bad_timestamp", f"{where}: {ts} lies too far in the future", field=where
-            )
-        return ts
-
-    @staticmethod
-    def _ident(value: object, where: str) -> str:
-        if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
-            raise IngestError(
-                "bad_id",
-                f"{where}: must be a string of 1 to {MAX_ID_LENGTH} characters",
-                field=where,
-            )
-        return value
-
-    @staticmethod
-    def _choice(value: object, allowed: tuple[str, ...], where: str) -> str:
-        if value not in allowed:
-            raise IngestError(
-                "bad_value", f"{where}: must be one of {', '.join(allowed)}", field=where
-            )
-        return value
-
-    @staticmethod
-    def _user(user_id: object, where: str) -> str:
-        try:
-            parse_channel(f"user:{user_id}:orders")
-        except ChannelError:
-            raise IngestError(
-                "bad_user_id", f"{where}: malformed user id {user_id!r}", field=where
-            ) from None
-        return user_id  # type: ignore[return-value]
-
-    def book_op(
-        self,
-        market_id: str,
-        bids: Iterable[Sequence[str]] = (),
-        asks: Iterable[Sequence[str]] = (),
-        *,
-        reset: bool = False,
-        where: str = "",
-    ) -> BookOp:
-        """A book update from ``[price, size]`` string pairs."""
-        market = self.market(market_id, where=where)
-        sides: list[tuple[Level, ...]] = []
-        for name, rows in (("bids", bids), ("asks", asks)):
-            levels: list[Level] = []
-            for i, row in enumerate(rows):
-                at = _at(where, f"{name}[{i}]")
-                if len(row) != 2:
-                    raise IngestError("bad_level", f"{at}: expected [price, size]", field=at)
-                price = self._price(market, row[0], f"{at}[0]")
-                levels.append((price, self._size(market, row[1], f"{at}[1]")))
-            sides.append(tuple(levels))
-        return BookOp(market, sides[0], sides[1], reset)
-
-    def trade_op(
-        self,
-        market_id: str,
-        price: str,
-        size: str,
-        side: str,
-        *,
-        id: int | None = None,
-        ts: int | None = None,
-        where: str = "",
-    ) -> TradeOp:
-        """A public trade from strings."""
-        market = self.market(market_id, where=where)
-        p = self._price(market, price, _at(where, "price"))
-        s = self._size(market, size, _at(where, "size"), positive=True)
-        sd = self._choice(side, SIDES, _at(where, "side"))
-        if id is not None and (
-            isinstance(id, bool) or not isinstance(id, int) or not 0 <= id <= MAX_INT_ID
-        ):
-            raise IngestError(
-                "bad_id", "id must be an integer from 0 to 2**63-1", field=_at(where, "id")
-            )
-        return TradeOp(market, p, s, sd, self._ts(ts, _at(where, "ts")), id)  # type: ignore[arg-type]
-
-    def order_op(
-        self,
-        user_id: str,
-        *,
-        id: str,
-        market: str,
-        side: str,
-        state: str,
-        size: str,
-        type: str = "limit",
-        price: str | None = None,
-        filled: str | None = None,
-        avg_price: str | None = None,
-        client_id: str | None = None,
-        trades_count: int = 0,
-        created_at: int | None = None,
-        updated_at: int | None = None,
-        where: str = "",
-    ) -> OrderOp:
-        """A private order update; ``remaining`` is computed as size - filled."""
-        uid = self._user(user_id, _at(where, "user_id"))
-        mk = self.market(market, where=where)
-        order_type = self._choice(type, ORDER_TYPES, _at(where, "type"))
-        if price is None and order_type == "limit":
-            raise IngestError(
-                "missing_field", "limit orders need a price", field=_at(where, "price")
-            )
-        price_u = None if price is None else self._price(mk, price, _at(where, "price"))
-        size_u = self._size(mk, size, _at(where, "size"), positive=True)
-        filled_u = 0 if filled is None else self._size(mk, filled, _at(where, "filled"))
-        if filled_u > size_u:
-            raise IngestError("bad_size", "filled must not exceed size", field=_at(where, "filled"))
-        avg_u = None if avg_price is None else self._price(mk, avg_price, _at(where, "avg_price"))
-        if client_id is not None:
-            self._ident(client_id, _at(where, "client_id"))
-        if isinstance(trades_count, bool) or not isinstance(trades_count, int) or trades_count < 0:
-            raise IngestError(
-                "bad_value",
-                "trades_count must be a non-negative integer",
-                field=_at(where, "trades_count"),
-            )
-        created = self._ts(created_at, _at(where, "created_at"))
-        updated = self._ts(updated_at, _at(where, "updated_at")) if updated_at else created
-        order = OrderData(
-            id=self._ident(id, _at(where, "id")),
-            market=mk.id,
-            side=self._choice(side, SIDES, _at(where, "side")),  # type: ignore[arg-type]
-            type=order_type,  # type: ignore[arg-type]
-            state=self._choice(state, ORDER_STATES, _at(where, "state")),  # type: ignore[arg-type]
-            price=None if price_u is None else mk.price(price_u),
-            size=mk.size(size_u),
-            filled=mk.size(filled_u),
-            remaining=mk.size(size_u - filled_u),
-            avg_price=None if avg_u is None else mk.price(avg_u),
-            client_id=client_id,
-            trades_count=trades_count,
-            created_at=created,
-            updated_at=updated,
-        )
-        return OrderOp(uid, order)
-
-    def user_trade_op(
-        self,
-        user_id: str,
-        *,
-        id: int,
-        order_id: str,
-        market: str,
-        side: str,
-        price: str,
-        size: str,
-        liquidity: str,
-        ts: int | None = None,
-        where: str = "",
-    ) -> UserTradeOp:
-        """A private fill; ``total`` is computed as price * size."""
-        uid = self._user(user_id, _at(where, "user_id"))
-        mk = self.market(market, where=where)
-        if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id <= MAX_INT_ID:
-            raise IngestError(
-                "bad_id", "id must be an integer from 0 to 2**63-1", field=_at(where, "id")
-            )
-        p = self._price(mk, price, _at(where, "price"))
-        s = self._size(mk, size, _at(where, "size"), positive=True)
-        trade = UserTradeData(
-            id=id,
-            order_id=self._ident(order_id, _at(where, "order_id")),
-            market=mk.id,
-            side=self._choice(side, SIDES, _at(where, "side")),  # type: ignore[arg-type]
-            price=mk.price(p),
-            size=mk.size(s),
-            total=format_scaled(p * s, mk.price_places + mk.size_places),
-            liquidity=self._choice(  # type: ignore[arg-type]
-                liquidity, ("maker", "taker"), _at(where, "liquidity")
-            ),
-            ts=self._ts(ts, _at(where, "ts")),
-        )
-        return UserTradeOp(uid, trade)
-
-    def sentiment_op(
-        self,
-        ticker: str,
-        user_id: str,
-        sentiment: float,
-        user_score: float,
-        *,
-        ts: int | None = None,
-        where: str = "",
-    ) -> SentimentOp:
-        """A scored message: ``sentiment`` in [-1, 1], ``user_score`` >= 0."""
-        try:
-            self.markets.require_ticker(ticker)
-        except MarketError as exc:
-            raise IngestError(exc.code, exc.message, field=_at(where, "ticker")) from None
-        uid = self._ident(user_id, _at(where, "user_id"))
-        for name, value, low, high in (
-            ("sentiment", sentiment, -1.0, 1.0),
-            ("user_score", user_score, 0.0, math.inf),
-        ):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value) or not low <= value <= high:
-                raise IngestError(
-                    "out_of_range",
-                    f"{name} must be a finite number in [{low}, {high}]",
-                    field=_at(where, name),
-                )
-        return SentimentOp(
-            ticker, uid, float(sentiment), float(user_score), self._ts(ts, _at(where, "ts"))
-        )
-
-    # --- the Python API ---------------------------------------------------------------------
 
     async def apply_book(
         self,
@@ -645,7 +259,7 @@ class Gateway:
                         items.append((st.ticker_batch_channel, raw, raw))
                 return await self._emit(items)
             except BaseException:
-                _roll_back(undo)
+                roll_back(undo)
                 raise
 
     async def run(self, interval: float = 1.0) -> None:
@@ -679,7 +293,7 @@ class Gateway:
                 return await self._emit(items)
             except BaseException:
                 # refused, or the engine did not take it: as if nothing had happened
-                _roll_back(undo)
+                roll_back(undo)
                 raise
 
     async def book_view(self, market_id: str, depth: int) -> BookView:
@@ -714,13 +328,13 @@ class Gateway:
 
     # --- state -------------------------------------------------------------------------------
 
-    def _state(self, market: Market) -> _MarketState:
+    def _state(self, market: Market) -> MarketState:
         st = self._states.get(market.id)
         if st is None:
-            st = self._states[market.id] = _MarketState(market, self.settings.book_max_levels)
+            st = self._states[market.id] = MarketState(market, self.settings.book_max_levels)
         return st
 
-    async def _load(self, st: _MarketState) -> None:
+    async def _load(self, st: MarketState) -> None:
         """Continue the book from the engine (its snapshot plus the updates after it)
         the first time we touch it."""
         if st.book_loaded:
@@ -733,7 +347,7 @@ class Gateway:
         st.book.replace(book.bids(), book.asks())
         st.top = (st.book.best_bid(), st.book.best_ask())
 
-    async def _stored_book(self, st: _MarketState) -> tuple[OrderBook, Position] | None:
+    async def _stored_book(self, st: MarketState) -> tuple[OrderBook, Position] | None:
         """The book as the engine holds it: the last snapshot with every update after it
         applied, and the position it corresponds to. None without a readable snapshot;
         the snapshot alone when history no longer reaches back to it (the first
@@ -873,7 +487,7 @@ class Gateway:
         return [(channel, _encode(ev), None) for ev in events]
 
     @staticmethod
-    def _rows(st: _MarketState, levels: Iterable[Level]) -> list[LevelRow]:
+    def _rows(st: MarketState, levels: Iterable[Level]) -> list[LevelRow]:
         price, size = st.market.price, st.market.size
         return [(price(p), size(s)) for p, s in levels]
 
@@ -984,7 +598,7 @@ class Gateway:
             items.append((channel, raw, raw))
         return items
 
-    def _ticker_item(self, st: _MarketState) -> Item:
+    def _ticker_item(self, st: MarketState) -> Item:
         mk, stats = st.market, st.stats
         s = stats.stats()
         bid, ask = st.book.best_bid(), st.book.best_ask()
@@ -1024,8 +638,3 @@ class Gateway:
         if not items:
             return []
         return await self.engine.publish_many(items)
-
-
-def _roll_back(undo: list[Undo]) -> None:
-    for back in reversed(undo):
-        back()
