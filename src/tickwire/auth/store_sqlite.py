@@ -109,8 +109,16 @@ class SqliteKeyStore(KeyStore):
     async def close(self) -> None:
         """Close the file."""
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.to_thread(conn.close)
+        if conn is None:
+            return
+
+        def shut() -> None:
+            # under the lock: a query still running in another thread (the revocation
+            # poll, say) finishes first; closing under it crashed the process (SIGSEGV)
+            with self._lock:
+                conn.close()
+
+        await asyncio.to_thread(shut)
 
     async def add(self, record: KeyRecord) -> None:
         """Insert ``record``; ``key_exists`` if its name is taken."""
