@@ -11,13 +11,12 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 
-import msgspec
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tickwire.engine.base import EngineError, EngineHandler, EngineUnavailable
+from tickwire.engine.redis.delivery import Delivery
 from tickwire.engine.redis.pool import Backoff
 from tickwire.model.publication import Publication
 
@@ -26,11 +25,7 @@ __all__ = ["PubSub"]
 log = logging.getLogger("tickwire.engine.redis")
 
 
-#: Publications held between a (re)connect and the resync, at most.
-MAX_HELD = 100_000
-
-
-class PubSub:
+class PubSub(Delivery):
     """Subscriptions of one node on one Redis, and the loop that reads them."""
 
     def __init__(
@@ -57,8 +52,6 @@ class PubSub:
         #: per pub/sub channel name, one entry per SUBSCRIBE sent and not yet confirmed
         self._confirm: dict[bytes, deque[asyncio.Future[None] | None]] = {}
         self._names: dict[bytes, str] = {}
-        #: False from a (re)connect until the hub was told to resync: publications read
-        #: meanwhile are held (at most MAX_HELD; past it the resync covers them)
         self._live = False
         self._held: list[Publication] = []
         #: for tests and metrics
@@ -148,21 +141,16 @@ class PubSub:
                     confirmed.result()
                 self.connected.set()
                 self.backoff.reset()
+                resync = False
                 if first:
                     first = False
                     log.info("Redis engine connected to %s", self.where)
                 else:
                     self.reconnects += 1
                     log.warning("Redis engine reconnected to %s; resyncing", self.where)
-                    self._resync()
+                    resync = True
                 # what arrived before the resync was signalled goes out after it, in order
-                # (before, a publication could reach the hub ahead of the resync)
-                self._live = True
-                held, self._held = self._held, []
-                if len(held) >= MAX_HELD:
-                    self._resync()  # some were not held: the resync fills them
-                for pub in held:
-                    self._deliver(pub)
+                self._go_live(resync=resync)
                 await reader
             except asyncio.CancelledError:
                 raise
@@ -172,8 +160,7 @@ class PubSub:
             except Exception:  # a bug must not end delivery for good: log it and reconnect
                 log.exception("Redis engine pub/sub loop failed; reconnecting")
             finally:
-                self._live = False
-                self._held = []
+                self._gone()
                 self.connected.clear()
                 self.conn = None
                 if reader is not None:
@@ -184,27 +171,6 @@ class PubSub:
             if self.closing:
                 return
             await asyncio.sleep(self.backoff.next())
-
-    def _resync(self) -> None:
-        if self.handler is not None:
-            try:
-                self.handler.on_resync()
-            except Exception:
-                log.exception("engine handler failed on resync")
-
-    def _deliver(self, pub: Publication) -> None:
-        handler = self.handler
-        if handler is None or pub.channel not in self.subscribed:
-            return  # unsubscribed meanwhile
-        try:
-            handler.on_publication(pub)
-        except Exception:
-            log.exception("engine handler failed on %s seq %d", pub.channel, pub.seq)
-
-    @staticmethod
-    async def _all(waits: list[asyncio.Future[None]]) -> None:
-        for fut in waits:
-            await fut
 
     def _fail_confirmations(self) -> None:
         confirm, self._confirm = self._confirm, {}
@@ -218,37 +184,10 @@ class PubSub:
 
     async def _read(self, conn: AbstractConnection) -> None:
         """Read the pub/sub connection until it fails; deliver in arrival (= seq) order."""
-        pinged = False
-        while True:
-            msg = await conn.read_response(
-                timeout=self.ping_interval, disconnect_on_error=False, push_request=True
-            )
-            if msg is None:
-                if pinged:
-                    raise RedisTimeoutError("pub/sub connection stopped answering PING")
-                await conn.send_command("PING", check_health=False)
-                pinged = True
-                continue
-            pinged = False
+        async for msg in self._replies(conn):
             kind = msg[0]
             if kind == b"message":
-                name = msg[1]
-                channel = self._names.get(name)
-                handler = self.handler
-                if channel is None or handler is None:
-                    continue  # unsubscribed meanwhile
-                try:
-                    epoch, seq, ts, data = msg[2].split(b" ", 3)
-                    pub = Publication(channel, int(seq), epoch.decode(), int(ts), msgspec.Raw(data))
-                except (ValueError, UnicodeDecodeError):
-                    # not written by our script: someone else published on our prefix
-                    self.malformed += 1
-                    log.warning("Redis engine: malformed publication on %r ignored", name)
-                    continue
-                if self._live:
-                    self._deliver(pub)
-                elif len(self._held) < MAX_HELD:
-                    self._held.append(pub)
+                self._received(msg[1], msg[2])
             elif kind == b"subscribe":
                 waiters = self._confirm.get(msg[1])
                 if waiters:

@@ -15,7 +15,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
-import msgspec
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,6 +22,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tickwire.engine.base import EngineError, EngineHandler, EngineUnavailable
+from tickwire.engine.redis.delivery import Delivery
 from tickwire.engine.redis.pool import Backoff
 from tickwire.model.publication import Publication
 
@@ -34,7 +34,7 @@ log = logging.getLogger("tickwire.engine.redis")
 Connect = Callable[[str, int], AbstractConnection]
 
 
-class ShardedPubSub:
+class ShardedPubSub(Delivery):
     """Subscriptions of one node on a Redis Cluster (the interface of
     :class:`tickwire.engine.redis.pubsub.PubSub`)."""
 
@@ -167,21 +167,15 @@ class ShardedPubSub:
                     confirmed.result()
                 self.connected.set()
                 self.backoff.reset()
+                resync = False
                 if first:
                     first = False
                     log.info("Redis engine connected to cluster %s", self.where)
                 else:
                     self.reconnects += 1
                     log.warning("Redis engine reconnected to cluster %s; resyncing", self.where)
-                    if self.handler is not None:
-                        try:
-                            self.handler.on_resync()
-                        except Exception:
-                            log.exception("engine handler failed on resync")
-                self._live = True
-                held, self._held = self._held, []
-                for pub in held:
-                    self._deliver(pub)
+                    resync = True
+                self._go_live(resync=resync)
                 ended, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
                 for task in ended:
                     task.result()
@@ -195,8 +189,7 @@ class ShardedPubSub:
                 log.exception("Redis engine sharded pub/sub loop failed; reconnecting")
             finally:
                 first = False
-                self._live = False
-                self._held = []
+                self._gone()
                 self.connected.clear()
                 self._conns = {}
                 for task in readers:
@@ -215,51 +208,11 @@ class ShardedPubSub:
                 return
             await asyncio.sleep(self.backoff.next())
 
-    def _deliver(self, pub: Publication) -> None:
-        handler = self.handler
-        if handler is None or pub.channel not in self.subscribed:
-            return
-        try:
-            handler.on_publication(pub)
-        except Exception:
-            log.exception("engine handler failed on %s seq %d", pub.channel, pub.seq)
-
-    @staticmethod
-    async def _all(waits: list[asyncio.Future[None]]) -> None:
-        for fut in waits:
-            await fut
-
     async def _read(self, conn: AbstractConnection) -> None:
-        pinged = False
-        while True:
-            msg = await conn.read_response(
-                timeout=self.ping_interval, disconnect_on_error=False, push_request=True
-            )
-            if msg is None:
-                if pinged:
-                    raise RedisTimeoutError("pub/sub connection stopped answering PING")
-                await conn.send_command("PING", check_health=False)
-                pinged = True
-                continue
-            pinged = False
+        async for msg in self._replies(conn):
             kind = msg[0]
             if kind == b"smessage":
-                name = msg[1]
-                channel = self._names.get(name)
-                handler = self.handler
-                if channel is None or handler is None:
-                    continue
-                try:
-                    epoch, seq, ts, data = msg[2].split(b" ", 3)
-                    pub = Publication(channel, int(seq), epoch.decode(), int(ts), msgspec.Raw(data))
-                except (ValueError, UnicodeDecodeError):
-                    self.malformed += 1
-                    log.warning("Redis engine: malformed publication on %r ignored", name)
-                    continue
-                if self._live:
-                    self._deliver(pub)
-                else:
-                    self._held.append(pub)
+                self._received(msg[1], msg[2])
             elif kind == b"ssubscribe":
                 fut = self._confirm.pop(msg[1], None)
                 if fut is not None and not fut.done():
