@@ -14,6 +14,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tickwire.engine.base import EngineHandler
+from tickwire.engine.redis.pool import Backoff
 from tickwire.model.publication import Publication
 
 __all__ = ["MAX_HELD", "Delivery"]
@@ -31,6 +32,9 @@ class Delivery:
     handler: EngineHandler | None
     subscribed: set[str]
     ping_interval: float
+    connected: asyncio.Event
+    backoff: Backoff
+    reconnects: int
     #: pub/sub channel name -> tickwire channel, while subscribed
     _names: dict[bytes, str]
     #: False from a (re)connect until the hub was told to resync: what arrives meanwhile
@@ -45,6 +49,18 @@ class Delivery:
                 self.handler.on_resync()
             except Exception:
                 log.exception("engine handler failed on resync")
+
+    def _connected(self, *, reconnect: bool, what: str) -> None:
+        """Every channel is subscribed on the new connection: say so, tell the hub to
+        resync after a reconnect, then deliver what was held meanwhile."""
+        self.connected.set()
+        self.backoff.reset()
+        if reconnect:
+            self.reconnects += 1
+            log.warning("Redis engine reconnected to %s; resyncing", what)
+        else:
+            log.info("Redis engine connected to %s", what)
+        self._go_live(resync=reconnect)
 
     def _go_live(self, *, resync: bool) -> None:
         """After a (re)connect: tell the hub to resync (``resync``), then deliver what

@@ -139,18 +139,8 @@ class PubSub(Delivery):
                         reader.result()
                         raise RedisConnectionError("pub/sub connection closed")
                     confirmed.result()
-                self.connected.set()
-                self.backoff.reset()
-                resync = False
-                if first:
-                    first = False
-                    log.info("Redis engine connected to %s", self.where)
-                else:
-                    self.reconnects += 1
-                    log.warning("Redis engine reconnected to %s; resyncing", self.where)
-                    resync = True
-                # what arrived before the resync was signalled goes out after it, in order
-                self._go_live(resync=resync)
+                self._connected(reconnect=not first, what=self.where)
+                first = False
                 await reader
             except asyncio.CancelledError:
                 raise

@@ -165,17 +165,8 @@ class ShardedPubSub(Delivery):
                             task.result()
                         raise RedisTimeoutError("sharded pub/sub: SSUBSCRIBE not confirmed")
                     confirmed.result()
-                self.connected.set()
-                self.backoff.reset()
-                resync = False
-                if first:
-                    first = False
-                    log.info("Redis engine connected to cluster %s", self.where)
-                else:
-                    self.reconnects += 1
-                    log.warning("Redis engine reconnected to cluster %s; resyncing", self.where)
-                    resync = True
-                self._go_live(resync=resync)
+                self._connected(reconnect=not first, what=f"cluster {self.where}")
+                first = False
                 ended, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
                 for task in ended:
                     task.result()
