@@ -170,10 +170,14 @@ class GuardedRequestHandler(RequestHandler):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._guard.send_buffer)
-        super().connection_made(transport)
+        # the header deadline is scheduled before aiohttp's first keep-alive check, which
+        # runs as long (keepalive_timeout = header_timeout) and would otherwise close a
+        # trickling client first, uncounted: now ours fires first and aiohttp's finds the
+        # connection closing
         self._deadline = asyncio.get_running_loop().call_later(
             self._guard.header_timeout, self._headers_late
         )
+        super().connection_made(transport)
 
     def _headers_late(self) -> None:
         self._deadline = None
