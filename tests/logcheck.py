@@ -135,7 +135,7 @@ def start() -> None:
     )
 
     def config_secrets(cfg: Any) -> object:
-        for value in (cfg.auth_secret, cfg.publish_token, cfg.token_private_key):
+        for value in (cfg.auth.auth_secret, cfg.publish_token, cfg.auth.token_private_key):
             remember(value)
         return None
 

@@ -10,7 +10,6 @@ import pytest
 
 from tickwire.auth import AuthSettings
 from tickwire.client.cli import main
-from tickwire.server.auth_routes import auth_settings
 from tickwire.server.config import load_config
 
 from .authkit import load_private, new_ec, public_pem
@@ -107,11 +106,10 @@ def test_store_comes_from_config_when_not_given(
     assert code == 0 and store.exists()
 
 
-def test_config_and_auth_settings_agree() -> None:
-    """Every AuthSettings field is a server config field with the same default."""
-    from_config = auth_settings(load_config({}, env={}))
-    assert from_config == AuthSettings()
+def test_auth_settings_are_the_configs_own() -> None:
+    """The auth settings are declared once (AuthSettings) and read by their own names:
+    flat from the environment, and their defaults are AuthSettings' defaults."""
+    assert load_config({}, env={}).auth == AuthSettings()
     c = load_config({}, env={"TICKWIRE_COINBASE_ISSUERS": "cdp", "TICKWIRE_AUTH_SECRET": "s" * 40})
-    s = auth_settings(c)
-    assert s.coinbase_issuers == ("cdp",) and s.auth_secret == "s" * 40
-    assert "s" * 40 not in repr(s)
+    assert c.auth.coinbase_issuers == ("cdp",) and c.auth.auth_secret == "s" * 40
+    assert "s" * 40 not in repr(c.auth) and "s" * 40 not in repr(c)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tickwire.server.config import Config, ConfigError, load_config
+from tickwire.server.config import FIELDS, Config, ConfigError, load_config
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "config.md"
 
@@ -153,8 +153,51 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 def test_every_field_is_documented() -> None:
     text = DOCS.read_text()
-    missing = [f for f in Config.__struct_fields__ if f"`{f}`" not in text]
+    missing = [f for f in (*Config.__struct_fields__, *FIELDS) if f"`{f}`" not in text]
     assert missing == []
+
+
+def test_auth_settings_come_flat_or_from_an_auth_table(tmp_path: Path) -> None:
+    f = tmp_path / "tw.toml"
+    f.write_text("token_ttl = 60.0\n[auth]\ntoken_ttl = 30.0\nsession_ttl = 90.0\n")
+    c = load_config({}, env={}, file=f)
+    assert (c.auth.token_ttl, c.auth.session_ttl) == (60.0, 90.0)  # flat wins in one file
+    c = load_config({}, env={"TICKWIRE_SESSION_TTL": "120"}, file=f)
+    assert c.auth.session_ttl == 120.0  # the environment over the file's table
+    c = load_config({"session_ttl": 7.0}, env={"TICKWIRE_SESSION_TTL": "120"}, file=f)
+    assert c.auth.session_ttl == 7.0  # a flag over both
+    assert c.value("session_ttl") == 7.0 and c.value("port") == 8080
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[auth]\ntoken_tll = 3\n", "config field 'auth.token_tll' ({file}): unknown field"),
+        ('auth = "x"\n', "config field 'auth': expected a table, got 'x'"),
+        (
+            "[auth]\ntoken_ttl = 0\n",
+            "config field 'token_ttl' ({file}): expected a number > 0, got 0",
+        ),
+        (
+            '[auth]\ntoken_ttl = "soon"\n',
+            "config field 'token_ttl' ({file}): expected a number, got 'soon'",
+        ),
+    ],
+)
+def test_auth_table_errors_name_the_field(tmp_path: Path, toml: str, message: str) -> None:
+    f = tmp_path / "tw.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_config({}, env={}, file=f)
+    assert str(info.value).startswith(message.format(file=f"file {str(f)!r}"))
+
+
+def test_auth_values_from_the_environment_name_their_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({}, env={"TICKWIRE_TOKEN_TTL": "-1"})
+    assert str(info.value) == (
+        "config field 'token_ttl' (TICKWIRE_TOKEN_TTL): expected a number > 0, got -1.0"
+    )
 
 
 def test_repr_hides_secrets() -> None:

@@ -1,8 +1,8 @@
 """The auth layer's parameters.
 
-The server's configuration (``tickwire.server.config.Config``) has a field of the same name
-and default for each, read from flags, ``TICKWIRE_<NAME>`` or the config file, and builds
-an :class:`AuthSettings` from them; a test keeps the two in step.
+The server's configuration (``tickwire.server.config.Config``) holds one of these as its
+``auth`` field; each setting is read there by its own name from flags, ``TICKWIRE_<NAME>``
+or the config file (flat, or in an ``[auth]`` table), so it is declared here only.
 """
 
 from __future__ import annotations
@@ -59,9 +59,10 @@ class AuthSettings:
     bearer_issuer: str | None = None
     bearer_audience: str | None = None
 
-    def __repr__(self) -> str:  # the secret never reaches a log line
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if self.auth_secret:
-            shown["auth_secret"] = "<hidden>"
-        fields = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+    def __repr__(self) -> str:  # the secret and the private key never reach a log line
+        shown = {f.name: repr(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        for name in ("auth_secret", "token_private_key"):
+            if getattr(self, name):
+                shown[name] = "***"
+        fields = ", ".join(f"{k}={v}" for k, v in shown.items())
         return f"AuthSettings({fields})"

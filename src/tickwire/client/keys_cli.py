@@ -105,7 +105,7 @@ def _store_location(args: argparse.Namespace) -> str:
         return str(args.store)
     from tickwire.server.config import load_config
 
-    return load_config({}, file=args.config).key_store
+    return load_config({}, file=args.config).auth.key_store
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -26,7 +25,6 @@ from aiohttp import web
 from tickwire.auth import (
     Authenticator,
     AuthError,
-    AuthSettings,
     SettingsError,
     codes,
     open_key_store,
@@ -52,7 +50,6 @@ __all__ = [
     "AUTH_KEY",
     "CREDENTIAL_PARAMS",
     "add_auth_routes",
-    "auth_settings",
     "basic_user",
     "error_response",
     "install_auth",
@@ -187,15 +184,6 @@ def add_auth_routes(
     app.router.add_post("/login", post_login)
 
 
-def auth_settings(config: Config) -> AuthSettings:
-    """The auth layer's settings from the server configuration (same field names)."""
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(AuthSettings):
-        value = getattr(config, f.name)
-        values[f.name] = tuple(value) if isinstance(value, list) else value
-    return AuthSettings(**values)
-
-
 def shared_nonces(config: Config) -> SharedNonces | None:
     """With a Redis engine, the record of used nonces every node shares (in the same Redis
     and namespace as the engine); None with the memory engine (one process, its memory)."""
@@ -219,7 +207,7 @@ def shared_nonces(config: Config) -> SharedNonces | None:
 def install_auth(app: web.Application, config: Config) -> Authenticator:
     """Build the authenticator for ``config``, add its routes, open and close its key store
     with the app, and return it (the caller hands ``verify_token`` to the native dialect)."""
-    settings = auth_settings(config)
+    settings = config.auth
     try:
         auth = Authenticator(open_key_store(settings.key_store), settings)
     except (SettingsError, OSError, ValueError) as exc:

@@ -8,6 +8,7 @@ every field.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -18,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from tickwire.auth.settings import AuthSettings
 from tickwire.model.markets import MarketConfig, MarketError, build_registry
 from tickwire.model.sentiment import SentimentSettings
 
@@ -127,48 +129,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: (docs/benchmarks.md); its channels' symbols are served too.
     synthetic: str | None = None
 
-    # --- authentication (tickwire.auth.AuthSettings has the same fields; docs/auth.md) ---
-    #: Key store: a SQLite file path, or ``postgresql://…[?schema=NAME]``.
-    key_store: str = "tickwire-keys.sqlite3"
-    #: Master secret (at least 32 bytes): signs HS256 tokens, derives session keys. Unset:
-    #: a random one per process (tokens end with it, one node only).
-    auth_secret: str | None = None
-    #: Algorithm of tokens issued by ``POST /jwt``: ``HS256`` or ``EdDSA``.
-    token_algorithm: str = "HS256"
-    #: Ed25519 private key (PEM text or file path) for ``EdDSA`` tokens.
-    token_private_key: str | None = None
-    #: Seconds a ``POST /jwt`` token is valid.
-    token_ttl: float = 18_000.0
-    #: Seconds of clock skew tolerated on token times.
-    auth_leeway: float = 5.0
-    #: Longest lifetime (exp - nbf, seconds) of a client-signed Coinbase JWT.
-    coinbase_max_lifetime: float = 120.0
-    #: Accepted ``iss`` of Coinbase JWTs.
-    coinbase_issuers: list[str] = msgspec.field(default_factory=lambda: ["cdp", "coinbase-cloud"])
-    #: Seconds an InstaMrkt session key (``POST /login``) is valid.
-    session_ttl: float = 86_400.0
-    #: Seconds a timestamp nonce of ``?id=&n=&h=`` may differ from now.
-    digest_nonce_window: float = 300.0
-    #: Used nonces remembered at most, in all and per key or user.
-    nonce_cache_size: int = 100_000
-    nonce_cache_per_key: int = 1_000
-    #: ``POST /jwt`` and ``POST /login``: failed attempts per client address (burst, per minute).
-    auth_rate_burst: int = 10
-    auth_rate_per_minute: float = 10.0
-    #: Seconds a native connection may still ``refresh`` after its token expired.
-    token_expiry_grace: float = 10.0
-    #: Identity provider's public key (PEM, base64 PEM as Peatio's JWT_PUBLIC_KEY, or a path).
-    bearer_public_key: str | None = None
-    #: Identity provider's JWKS file (path).
-    bearer_jwks: str | None = None
-    #: Algorithms accepted from the identity provider.
-    bearer_algorithms: list[str] = msgspec.field(
-        default_factory=lambda: ["RS256", "ES256", "EdDSA"]
-    )
-    #: Required ``iss`` of identity-provider tokens (unset: not checked).
-    bearer_issuer: str | None = None
-    #: Required ``aud`` of identity-provider tokens (unset: not checked).
-    bearer_audience: str | None = None
+    # --- authentication (docs/auth.md) ---
+    #: The auth layer's settings (:class:`tickwire.auth.AuthSettings`, documented there and
+    #: in docs/config.md), given by their own names: flat (``auth_secret = …``,
+    #: ``TICKWIRE_AUTH_SECRET``, ``--auth-secret``) or in a TOML ``[auth]`` table.
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
     # --- the InstaMrkt opcode dialect (docs/dialects.md) ---
     #: Paths the opcode dialect is served on.
@@ -258,6 +223,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         )
         return f"Config({shown})"
 
+    def value(self, name: str) -> Any:
+        """The setting of that (flat) name: a field of this class or of ``auth``."""
+        return getattr(self.auth if name in AUTH_FIELDS else self, name)
+
     def __post_init__(self) -> None:
         positive, non_negative = "a number > 0", "a number >= 0"
         paths = "a non-empty list of distinct paths, each starting with '/'"
@@ -317,16 +286,16 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 "an integer >= 0",
             ),
             ("demo_rate", self.demo_rate > 0, positive),
-            ("token_ttl", self.token_ttl > 0, positive),
-            ("auth_leeway", self.auth_leeway >= 0, non_negative),
-            ("coinbase_max_lifetime", self.coinbase_max_lifetime > 0, positive),
-            ("session_ttl", self.session_ttl > 0, positive),
-            ("digest_nonce_window", self.digest_nonce_window > 0, positive),
-            ("nonce_cache_size", self.nonce_cache_size >= 1, "an integer >= 1"),
-            ("nonce_cache_per_key", self.nonce_cache_per_key >= 1, "an integer >= 1"),
-            ("auth_rate_burst", self.auth_rate_burst >= 1, "an integer >= 1"),
-            ("auth_rate_per_minute", self.auth_rate_per_minute > 0, positive),
-            ("token_expiry_grace", self.token_expiry_grace >= 0, non_negative),
+            ("token_ttl", self.auth.token_ttl > 0, positive),
+            ("auth_leeway", self.auth.auth_leeway >= 0, non_negative),
+            ("coinbase_max_lifetime", self.auth.coinbase_max_lifetime > 0, positive),
+            ("session_ttl", self.auth.session_ttl > 0, positive),
+            ("digest_nonce_window", self.auth.digest_nonce_window > 0, positive),
+            ("nonce_cache_size", self.auth.nonce_cache_size >= 1, "an integer >= 1"),
+            ("nonce_cache_per_key", self.auth.nonce_cache_per_key >= 1, "an integer >= 1"),
+            ("auth_rate_burst", self.auth.auth_rate_burst >= 1, "an integer >= 1"),
+            ("auth_rate_per_minute", self.auth.auth_rate_per_minute > 0, positive),
+            ("token_expiry_grace", self.auth.token_expiry_grace >= 0, non_negative),
             ("publish_max_events", self.publish_max_events >= 1, "an integer >= 1"),
             ("publish_max_bytes", self.publish_max_bytes >= 1024, "an integer >= 1024"),
             ("book_max_levels", self.book_max_levels >= 1, "an integer >= 1"),
@@ -342,7 +311,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise field_error(name, expected, getattr(self, name))
+                raise field_error(name, expected, self.value(name))
         try:
             parse_rbac(self.ranger_rbac)
         except ValueError as exc:
@@ -371,7 +340,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ConfigError(f"config field 'synthetic': {detail}") from None
 
 
-FIELDS: tuple[str, ...] = Config.__struct_fields__
+#: The auth layer's settings, each also a flat name of the schema (``auth_secret``, …).
+AUTH_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AuthSettings))
+#: Every setting's flat name: a flag, ``TICKWIRE_<NAME>``, a top-level key of the file.
+FIELDS: tuple[str, ...] = (
+    *(f for f in Config.__struct_fields__ if f != "auth"),
+    *AUTH_FIELDS,
+)
 
 #: Names the auth layer's messages start with, where they differ from the field's.
 _SETTING_FIELDS = {"secret": "auth_secret", "bearer key": "bearer_public_key"}
@@ -416,10 +391,14 @@ ENV_ALIASES: dict[str, str] = {
 }
 
 
-#: Fields given as comma-separated lists in the environment.
 #: Fields holding lists of strings: comma-separated in the environment.
-LIST_FIELDS: tuple[str, ...] = tuple(
-    name for name, hint in typing.get_type_hints(Config).items() if hint == list[str]
+LIST_FIELDS: tuple[str, ...] = (
+    *(name for name, hint in typing.get_type_hints(Config).items() if hint == list[str]),
+    *(
+        name
+        for name, hint in typing.get_type_hints(AuthSettings).items()
+        if hint == tuple[str, ...]
+    ),
 )
 
 
@@ -462,7 +441,18 @@ def load_config(
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {str(path)!r}: {exc}") from None
-        table = data.get("tickwire", data)
+        table = dict(data.get("tickwire", data))
+        nested = table.pop("auth", None)
+        if nested is not None:  # an [auth] table: the auth settings by their names
+            if not isinstance(nested, dict):
+                raise field_error("auth", "a table", nested)
+            unknown = sorted(set(nested) - set(AUTH_FIELDS))
+            if unknown:
+                raise ConfigError(
+                    f"config field 'auth.{unknown[0]}' (file {str(path)!r}): unknown field "
+                    "(docs/config.md lists them)"
+                )
+            table = {**nested, **table}  # a flat name in the same file wins
         merged.update(table)
         origin.update(dict.fromkeys(table, f"file {str(path)!r}"))
     from_env = _from_env(env)
@@ -471,6 +461,7 @@ def load_config(
     from_flags = {k: v for k, v in (flags or {}).items() if v is not None}
     merged.update(from_flags)
     origin.update({k: "--" + k.replace("_", "-") for k in from_flags})
+    merged["auth"] = {name: merged.pop(name) for name in AUTH_FIELDS if name in merged}
     try:
         return msgspec.convert(merged, Config, strict=False)
     except msgspec.ValidationError as exc:
@@ -534,9 +525,12 @@ def _explain(text: str, merged: Mapping[str, Any], origin: Mapping[str, str]) ->
     """msgspec's validation message (or our own from ``__post_init__``) in the one style."""
     if m := _WRONG_TYPE.match(text):
         name = m["at"].lstrip(".")
+        values = merged
+        if name.startswith("auth."):  # the auth settings are named flat, as they are given
+            name, values = name.removeprefix("auth."), merged.get("auth", {})
         want = " or ".join(_TYPE_WORDS.get(t, t) for t in m["want"].split(" | "))
-        if name in merged:
-            message = str(field_error(name, want, merged[name]))
+        if name in values:
+            message = str(field_error(name, want, values[name]))
         else:  # inside a list or table: msgspec names the type it found, not the value
             got = _TYPE_WORDS.get(m["got"], m["got"])
             message = f"config field {name!r}: expected {want}, got {got}"

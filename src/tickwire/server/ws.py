@@ -52,7 +52,7 @@ class NodeServices:
             max_frame_bytes=cfg.max_frame_bytes,
             requests_per_second=cfg.max_requests_per_second,
             request_burst=2 * cfg.max_requests_per_second,
-            token_expiry_grace=cfg.token_expiry_grace,
+            token_expiry_grace=cfg.auth.token_expiry_grace,
         )
         #: the WebSocket connections served, from the handshake to their end
         self.sockets = OpenConnections()
