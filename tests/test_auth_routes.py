@@ -118,7 +118,7 @@ async def test_bad_token_at_connect_closes_3500() -> None:
 
 
 async def test_expired_token_is_told_then_closed_3005() -> None:
-    async with gateway(token_ttl=1.0, token_expiry_grace=0.2) as (gw, auth):
+    async with gateway(token_ttl=1.0, token_expiry_grace=0.2, auth_leeway=0.0) as (gw, auth):
         made = await create_key(auth.store, kind=KeyKind.SECRET, user_id="alice")
         assert made.secret
         c = await gw.connect(f"?token={await get_token(gw, made.secret)}")
@@ -130,7 +130,7 @@ async def test_expired_token_is_told_then_closed_3005() -> None:
 
 
 async def test_refresh_within_the_grace_keeps_the_connection() -> None:
-    async with gateway(token_ttl=1.0, token_expiry_grace=0.5) as (gw, auth):
+    async with gateway(token_ttl=1.0, token_expiry_grace=0.5, auth_leeway=0.0) as (gw, auth):
         made = await create_key(auth.store, kind=KeyKind.SECRET, user_id="alice")
         other = await create_key(auth.store, kind=KeyKind.SECRET, user_id="bob")
         assert made.secret and other.secret

@@ -310,6 +310,19 @@ async def test_expiry_warns_then_closes_3005_unless_refreshed() -> None:
         assert r.close_code() == 3005
 
 
+async def test_a_credential_accepted_inside_the_leeway_is_honoured_until_it_ends() -> None:
+    """The verifier accepts a token up to ``leeway`` past its ``exp``; the core does not
+    warn such a connection at once but when the leeway is over too."""
+    async with rig(query="token=alice:-2", token_leeway=5.0, token_expiry_grace=10.0) as r:
+        await r.core.open()
+        assert await r.out() == [{"event": "Authenticated"}]
+        r.services.advance(2.5)
+        assert r.core.state is State.AUTHENTICATED
+        r.services.advance(0.5)  # exp + leeway reached
+        assert r.core.state is State.EXPIRING  # type: ignore[comparison-overlap]
+        assert await r.out() == [{"event": "Expiring"}]
+
+
 async def test_refresh_for_another_user_or_without_identity_is_refused() -> None:
     async with rig() as r:
         await r.core.receive('{"refresh": "alice"}')

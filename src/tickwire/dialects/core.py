@@ -107,6 +107,9 @@ class Limits:
     requests_per_second: float = 100.0
     request_burst: float = 200.0
     token_expiry_grace: float = 10.0
+    #: the clock skew the verifier tolerates on ``exp`` (``auth_leeway``): a credential it
+    #: accepted is honoured until then, so one accepted inside the leeway is not warned at once
+    token_leeway: float = 0.0
 
 
 class Services(Protocol):
@@ -355,7 +358,7 @@ class ConnectionCore:
             self._expiry.cancel()
             self._expiry = None
         if expires_at is not None:
-            delay = max(0.0, expires_at - self.services.time())
+            delay = max(0.0, expires_at + self.limits.token_leeway - self.services.time())
             self._expiry = self.services.call_later(delay, self._expired)
 
     def _expired(self) -> None:

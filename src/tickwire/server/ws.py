@@ -53,6 +53,7 @@ class NodeServices:
             requests_per_second=cfg.max_requests_per_second,
             request_burst=2 * cfg.max_requests_per_second,
             token_expiry_grace=cfg.auth.token_expiry_grace,
+            token_leeway=cfg.auth.auth_leeway,
         )
         #: the WebSocket connections served, from the handshake to their end
         self.sockets = OpenConnections()
