@@ -107,6 +107,34 @@ async def test_list_and_revoke(store: KeyStore) -> None:
     assert other is not None and other.active
 
 
+async def test_revoked_since_lists_only_later_revocations(store: KeyStore) -> None:
+    keys = [await create_key(store, kind=KeyKind.SECRET, user_id="u", now=1.0) for _ in range(4)]
+    a, b, c, _ = (k.record.name for k in keys)
+    assert await store.revoked_since(0.0) == []
+    await store.revoke(a, 10.0)
+    await store.revoke(b, 20.0)
+    await store.revoke(c, 30.0)
+    assert await store.revoked_since(20.0) == [(b, 20.0), (c, 30.0)]
+    assert await store.revoked_since(31.0) == []
+    assert await store.revoked_since(0.0) == [(a, 10.0), (b, 20.0), (c, 30.0)]
+
+
+async def test_the_revocation_poll_reads_an_index_not_the_table(tmp_path: Path) -> None:
+    store = SqliteKeyStore(tmp_path / "keys.sqlite3")
+    await store.open()
+    try:
+        plan = await store._run(
+            lambda conn: conn.execute(
+                "EXPLAIN QUERY PLAN SELECT name, revoked_at FROM keys WHERE revoked_at >= ? "
+                "ORDER BY revoked_at",
+                (0.0,),
+            ).fetchall()
+        )
+    finally:
+        await store.close()
+    assert any("USING INDEX keys_revoked" in str(row[-1]) for row in plan), plan
+
+
 async def test_public_keys_are_stored_as_pem(store: KeyStore) -> None:
     ec_key = await create_key(store, kind=KeyKind.EC, user_id="alice")
     assert ec_key.secret is not None and "BEGIN EC PRIVATE KEY" in ec_key.secret

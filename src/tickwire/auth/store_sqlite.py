@@ -7,6 +7,7 @@ event loop. WAL mode and a busy timeout let ``tickwire keys`` write while a serv
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import sqlite3
 import threading
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS keys (
     public_key TEXT
 );
 CREATE INDEX IF NOT EXISTS keys_user ON keys (user_id, kind);
+CREATE INDEX IF NOT EXISTS keys_revoked ON keys (revoked_at);
 CREATE TABLE IF NOT EXISTS sessions (
     user_id TEXT PRIMARY KEY,
     salt TEXT NOT NULL,
@@ -183,6 +185,19 @@ class SqliteKeyStore(KeyStore):
             return cur.fetchall()
 
         return [_record(r) for r in await self._run(query)]
+
+    async def revoked_since(self, since: float) -> builtins.list[tuple[str, float]]:
+        """``(name, revoked_at)`` of the keys revoked at or after ``since`` (by an index:
+        every node polls this twice a second)."""
+
+        def query(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+            cur = conn.execute(
+                "SELECT name, revoked_at FROM keys WHERE revoked_at >= ? ORDER BY revoked_at",
+                (since,),
+            )
+            return [(str(name), float(at)) for name, at in cur.fetchall()]
+
+        return await self._run(query)
 
     async def revoke(self, name: str, at: float) -> KeyRecord | None:
         """Revoke ``name`` (keeping the first revocation time)."""
