@@ -1,6 +1,7 @@
 """Auth state shared by two real ``tickwire serve`` nodes on one Redis: a client-signed
 credential (an InstaMrkt digest) used on one node is refused when replayed on the other;
-``tickwire keys revoke`` closes the key's open connections on both nodes (close 3504);
+``tickwire keys revoke`` closes the key's open connections on both nodes (close 3504;
+Socket.IO sessions: ``err`` ``key_revoked`` and a server disconnect);
 failed ``POST /jwt`` attempts count against one limit across both nodes.
 
 Both nodes share a key store (one SQLite file) and an auth secret, as a cluster must
@@ -15,10 +16,12 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+import socketio
 
 from tickwire.auth import open_key_store
 from tickwire.auth.keys import CreatedKey, KeyKind, create_key
@@ -28,6 +31,7 @@ from .conftest import redis_prefix, require_redis
 from .opcodekit import OpClient, digest_query, login
 from .services import REDIS_URL
 from .test_cluster_redis import Gateway
+from .test_prophit_node import seed_client
 
 PASSWORD = "pw-cluster-auth-0123"
 PATH = "/ws/opcode"
@@ -159,6 +163,53 @@ async def test_revoking_a_key_closes_its_connections_on_every_node(
         # and the token no longer opens a connection
         refused = await session.ws_connect(f"{b.ws_url}?token={token}", autoclose=False)
         assert (await close_code(refused))[0] == CLOSE_UNAUTHORIZED
+
+
+async def test_revoking_a_key_ends_its_socketio_sessions_on_every_node(
+    two_nodes: tuple[Gateway, Gateway], store_path: str, bob: CreatedKey
+) -> None:
+    """Market Prophit's Socket.IO: the seed's client on socket.io-client 4 (WebSocket) on
+    one node and 2 (long-polling) on the other hear ``err`` ``key_revoked`` (close 3504),
+    then a server disconnect, after which neither tries to reconnect; the token no
+    longer connects."""
+    a, b = two_nodes
+    assert bob.secret is not None
+    async with aiohttp.ClientSession() as session:
+        token = await gateway_token(session, a.http, bob.secret)
+    async with (
+        seed_client(a.http, token, "4", "websocket") as on_a,
+        seed_client(b.http, token, "2", "polling") as on_b,
+    ):
+        for client in (on_a, on_b):
+            await client.next("connect")
+            assert (await client.next("ack"))["err"] is None  # streaming crowd-sentiment
+        await revoke(store_path, bob.record.name)
+        for client in (on_a, on_b):
+            err = (await client.next("err"))["err"]
+            assert (err["code"], err["status"], err["close"]) == ("key_revoked", 401, 3504)
+            assert (await client.next("disconnect"))["reason"] == "io server disconnect"
+            state = await client.state()
+            assert state["connected"] is False and state["active"] is False, state
+            assert state["reconnecting"] is False and state["skipReconnect"] is True, state
+            assert not client.events("connect_error")
+    refused: list[Any] = []
+    sio = socketio.AsyncClient(reconnection=False)
+    sio.on("connect_error", refused.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sio.connect(f"{b.http}?token={token}", transports=["websocket"], wait_timeout=5)
+    assert [e["data"]["code"] for e in refused] == ["key_revoked"]
+
+
+async def revoke(store_path: str, name: str) -> None:
+    """``tickwire keys revoke name`` on the shared key store."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tickwire", "keys", "revoke", name,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "TICKWIRE_KEY_STORE": store_path},
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert f"revoked {name}" in out.decode()
 
 
 async def test_failed_attempts_count_against_one_limit_across_nodes(

@@ -69,16 +69,31 @@ class NodeClient:
             if ack["id"] == self._id:
                 return ack
 
+    async def state(self) -> dict[str, Any]:
+        """Whether the client is connected and whether it will reconnect on its own."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b'{"state": true}\n')
+        return await self.next("state")
+
 
 @asynccontextmanager
 async def node_client(p: Prophit, version: str, transports: str) -> AsyncIterator[NodeClient]:
+    async with seed_client(p.http, p.token, version, transports) as client:
+        yield client
+
+
+@asynccontextmanager
+async def seed_client(
+    http: str, token: str, version: str, transports: str
+) -> AsyncIterator[NodeClient]:
+    """The seed's client (socket.io-client ``version``) connecting to ``http``."""
     _need_node()
     proc = await asyncio.create_subprocess_exec(
         "node",
         str(CLIENT),
         version,
-        p.http,
-        p.token,
+        http,
+        token,
         transports,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

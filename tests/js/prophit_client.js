@@ -3,7 +3,9 @@
 // It connects with `query: 'token=' + token`, emits the seed's subscribe at once (before
 // the connection is up, as the seed does), prints every event as a JSON line, and runs
 // the JSON commands it reads on stdin: {"emit": name, "arg": …, "id": n} (the ack is
-// printed with that id), {"exit": true}.
+// printed with that id), {"state": true} (prints whether the client will reconnect:
+// `active` is socket.io-client's own flag, which a server disconnect clears, and the
+// manager's reconnection state), {"exit": true}.
 'use strict'
 const readline = require('readline')
 const [version, url, token, transports] = process.argv.slice(2)
@@ -33,6 +35,17 @@ socket
 
 readline.createInterface({ input: process.stdin }).on('line', (line) => {
   const cmd = JSON.parse(line)
+  if (cmd.state) {
+    const m = socket.io
+    out({
+      ev: 'state',
+      connected: socket.connected,
+      active: !!socket.subs,
+      reconnecting: !!(m._reconnecting || m.reconnecting),
+      skipReconnect: !!m.skipReconnect
+    })
+    return
+  }
   if (cmd.exit) {
     socket.close()
     process.exit(0)

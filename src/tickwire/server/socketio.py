@@ -21,7 +21,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,7 @@ from tickwire.dialects.socketio import (
     sio_packet,
 )
 from tickwire.engine.base import EngineError
-from tickwire.hub import CLOSE_TOKEN_EXPIRED, Catchup, Connection
+from tickwire.hub import CLOSE_KEY_REVOKED, CLOSE_TOKEN_EXPIRED, Catchup, Connection
 from tickwire.hub.frames import close_frame, text_frame
 from tickwire.hub.wire import WireFormat
 from tickwire.model.channels import Channel, ChannelError, parse_channel
@@ -336,6 +336,31 @@ class Session:
         for lane in self.lanes.values():
             if not lane.closed:
                 self.server.hub.disconnect(lane)
+
+    def end_with(self, error: EndpointError, code: int) -> bool:
+        """End a connected session for good: an ``err`` event with ``error`` (and the
+        ``close`` code a WebSocket dialect would close with), a Socket.IO ``DISCONNECT``
+        (a server disconnect: socket.io-client 2 and 4 do not reconnect after one), then
+        the Engine.IO close once that is sent. Nothing is kept for recovery. False when
+        the session was ending already."""
+        if self.gone or self.closing:
+            return False
+        self.pid = None  # a new credential is needed: nothing to recover
+        self.send(sio_event("err", {**error.body(), "close": code}))
+        self.send(sio_packet(SioType.DISCONNECT))
+        self.close_after_flush(code)
+        return True
+
+    def revoked(self, key_names: Collection[str]) -> bool:
+        """End the session (``key_revoked``, close 3504) if it acts with one of
+        ``key_names``, revoked in the key store; True if it did."""
+        principal = self.principal
+        if principal is None or principal.key_name not in key_names:
+            return False
+        error = EndpointError(
+            401, "key_revoked", "key revoked: this session's key was revoked (tickwire keys revoke)"
+        )
+        return self.end_with(error, CLOSE_KEY_REVOKED)
 
     def lane(self, fmt: WireFormat) -> Connection:
         conn = self.lanes.get(fmt)
@@ -675,6 +700,7 @@ class SocketIOServer:
         if session.gone:
             return
         session.principal = principal
+        self.node.cores.add(session)  # ended when its key is revoked (server.revocation)
         session.sio_sid = secrets.token_urlsafe(15)
         st = self.settings
         restored: list[tuple[Connection, Catchup]] = []
@@ -741,21 +767,14 @@ class SocketIOServer:
         delay = max(0.0, principal.expires_at - time.time())
 
         def expired() -> None:
-            if session.gone:
-                return
-            session.pid = None  # a new token is needed: nothing to recover
-            session.send(
-                sio_event(
-                    "err",
-                    EndpointError(
-                        401,
-                        "token_expired",
-                        "token expired: get a new one with POST /jwt and reconnect",
-                    ).body(),
-                )
+            session.end_with(
+                EndpointError(
+                    401,
+                    "token_expired",
+                    "token expired: get a new one with POST /jwt and reconnect",
+                ),
+                CLOSE_TOKEN_EXPIRED,
             )
-            session.send(sio_packet(SioType.DISCONNECT))
-            session.close_after_flush(CLOSE_TOKEN_EXPIRED)
 
         session.expiry = asyncio.get_running_loop().call_later(delay, expired)
 
