@@ -23,6 +23,8 @@ from tickwire.dialects.base import (
     Event,
     Handshake,
     Refused,
+    Resume,
+    Resumed,
     Subscribe,
     Token,
     Unsubscribe,
@@ -33,6 +35,7 @@ from tickwire.dialects.native import NATIVE
 from tickwire.engine import EngineUnavailable, HistorySettings, MemoryEngine
 from tickwire.hub import Connection, Hub
 from tickwire.model.channels import Channel, parse_channel
+from tickwire.model.publication import Position, Publication, Snapshot
 from tickwire.server.app import build_app
 from tickwire.server.config import load_config
 from tickwire.server.node import NODE_KEY
@@ -363,6 +366,186 @@ def test_the_state_table_is_the_only_way_to_move() -> None:
                 assert nxt in (None, State.CLOSED)  # nothing reopens
     assert (State.ANONYMOUS, Trigger.REFRESHED) not in TRANSITIONS
     assert (State.ANONYMOUS, Trigger.EXPIRED) not in TRANSITIONS
+
+
+# -- views: several renderings of one channel on one connection ---------------------------
+
+
+class Tagged:
+    """A view's wire format: each publication as ``{"view": name, "seq": n}``."""
+
+    compressed = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def base(self) -> Tagged:
+        return self
+
+    def pub(self, pub: Publication) -> bytes:
+        return json.dumps({"view": self.name, "seq": pub.seq}).encode()
+
+    def snapshot(self, snap: Snapshot) -> bytes:
+        return json.dumps({"view": self.name, "snapshot": snap.seq}).encode()
+
+    def reset(self, channel: str, position: Position) -> bytes:
+        return b""
+
+
+@dataclass(frozen=True, eq=False)
+class TagView:
+    fmt: Tagged
+    #: the one user who may read this view (None: anyone who may read the channel)
+    only: str | None = None
+
+    def denied(self, principal: Principal, channel: Channel) -> ProtocolError | None:
+        if self.only is not None and principal.user_id != self.only:
+            return ProtocolError("forbidden", f"view {self.fmt.name!r} is {self.only}'s only")
+        return None
+
+
+VIEWS = {
+    "loud": TagView(Tagged("loud")),
+    "quiet": TagView(Tagged("quiet")),
+    "alice": TagView(Tagged("alice's"), only="alice"),
+}
+
+
+class Viewing(Toy):
+    """The toy with ``"view": name`` on sub/unsub (unsub strict), ``{"resume": [[view,
+    channel, epoch, seq], ...]}`` and a farewell before every close."""
+
+    name = "viewing"
+
+    def parse(self, frame: str) -> list[Command]:
+        msg = json.loads(frame)
+        view = VIEWS.get(msg.get("view"))
+        if "sub" in msg:
+            return [Subscribe(None, [(parse_channel(c), None) for c in msg["sub"]], view=view)]
+        if "unsub" in msg:
+            channels = [parse_channel(c) for c in msg["unsub"]]
+            return [Unsubscribe(None, channels, view=view, strict=True)]
+        if "resume" in msg:
+            items = [
+                (VIEWS.get(v), parse_channel(c), Position(e, n) if e else None)
+                for v, c, e, n in msg["resume"]
+            ]
+            return [Resume(None, items)]
+        return super().parse(frame)
+
+    def render(self, event: Event) -> bytes:
+        if isinstance(event, Resumed):
+            channels = [c.channel for c in event.channels]
+            return json.dumps({"resumed": channels, "recovered": event.recovered}).encode()
+        return super().render(event)
+
+    def farewell(self, code: int) -> list[bytes]:
+        return [json.dumps({"bye": code}).encode()]
+
+
+def by_view(msgs: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """The publications' seqs each view got (the views' lanes are written apart)."""
+    got: dict[str, list[int]] = {}
+    for m in msgs:
+        if "view" in m:
+            got.setdefault(m["view"], []).append(m.get("seq", m.get("snapshot", -1)))
+        elif m.get("type") == "pub":
+            got.setdefault("own", []).append(m["seq"])
+    return got
+
+
+async def test_views_of_one_channel_stream_apart_and_count_against_one_limit() -> None:
+    async with rig(Viewing, max_channels=3) as r:
+        for view in ("loud", "quiet"):
+            await r.core.receive(json.dumps({"sub": ["trades:BTC-USD"], "view": view}))
+        await r.core.receive('{"sub": ["trades:BTC-USD"]}')  # the dialect's own format
+        assert await r.out() == [{"event": "Subscribed"}] * 3
+        assert r.core.channel_count == 3 and len(r.core.lanes) == 2
+        await r.engine.publish("trades:BTC-USD", b"{}")
+        assert by_view(await r.out()) == {"loud": [1], "quiet": [1], "own": [1]}
+        # a fourth (view, channel) is over the limit, whichever view it names
+        await r.core.receive('{"sub": ["trades:ETH-USD"], "view": "loud"}')
+        [err] = await r.out()
+        assert err["error"] == "too_many_channels" and "limit of 3" in err["message"]
+        assert r.core.lanes[VIEWS["loud"].fmt].channels == {"trades:BTC-USD"}
+
+
+async def test_unsubscribing_one_view_leaves_the_others_and_strict_names_what_is_not_held() -> None:
+    async with rig(Viewing) as r:
+        for view in ("loud", "quiet"):
+            await r.core.receive(json.dumps({"sub": ["trades:BTC-USD"], "view": view}))
+        await r.core.receive('{"unsub": ["trades:BTC-USD"], "view": "loud"}')
+        await r.out()
+        await r.engine.publish("trades:BTC-USD", b"{}")
+        assert by_view(await r.out()) == {"quiet": [1]}
+        await r.core.receive('{"unsub": ["trades:BTC-USD", "trades:ETH-USD"], "view": "quiet"}')
+        [err] = await r.out()
+        assert err["error"] == "not_subscribed" and "trades:ETH-USD" in err["message"]
+        assert r.core.subscriptions() == [(VIEWS["quiet"], "trades:BTC-USD")]  # all or nothing
+        assert r.core.errors_in_a_row == 1
+
+
+async def test_a_views_own_rule_is_checked_and_followed_across_identities() -> None:
+    async with rig(Viewing) as r:
+        await r.core.receive('{"sub": ["trades:BTC-USD"], "view": "alice"}')
+        [err] = await r.out()
+        assert err["error"] == "forbidden" and "alice's only" in err["message"]
+        await r.core.receive('{"auth": "alice"}')
+        await r.core.receive('{"sub": ["trades:BTC-USD"], "view": "alice"}')
+        await r.core.receive('{"sub": ["trades:BTC-USD"], "view": "loud"}')
+        assert [m["event"] for m in await r.out()] == ["Authenticated", "Subscribed", "Subscribed"]
+        await r.core.receive('{"auth": "bob"}')  # bob may read the channel, not alice's view
+        assert await r.out() == [{"event": "Authenticated"}]
+        assert r.core.subscriptions() == [(VIEWS["loud"], "trades:BTC-USD")]
+
+
+async def test_resume_restores_each_item_on_its_own_and_says_whether_all_recovered() -> None:
+    async with rig(Viewing) as r:
+        pubs = [await r.engine.publish("trades:BTC-USD", b"{}") for _ in range(3)]
+        epoch = pubs[0].epoch
+        await r.core.receive(
+            json.dumps(
+                {
+                    "resume": [
+                        ["loud", "trades:BTC-USD", epoch, 1],
+                        ["quiet", "trades:DOGE-USD", epoch, 1],  # no such market any more
+                    ]
+                }
+            )
+        )
+        msgs = await r.out()
+        assert msgs[0] == {"resumed": ["trades:BTC-USD"], "recovered": False}
+        assert by_view(msgs[1:]) == {"loud": [2, 3]}  # missed since seq 1, after the reply
+        await r.core.receive(json.dumps({"resume": [["quiet", "trades:BTC-USD", epoch, 3]]}))
+        assert await r.out() == [{"resumed": ["trades:BTC-USD"], "recovered": True}]
+        assert r.core.channel_count == 2 and r.core.errors_in_a_row == 0
+
+
+async def test_close_says_the_dialects_farewell_and_ends_every_view() -> None:
+    async with rig(Viewing) as r:
+        await r.core.receive('{"sub": ["trades:BTC-USD"], "view": "loud"}')
+        await r.out()
+        r.core.close(3504)
+        await next_iteration()
+        assert r.transport.messages() == [{"bye": 3504}] and r.close_code() == 3504
+        assert all(lane.closed for lane in r.core.lanes.values())
+        assert r.hub.channel_count == 0
+
+
+class Unrefreshable(Toy):
+    name = "unrefreshable"
+    refreshable = False
+
+
+async def test_a_dialect_that_cannot_refresh_is_closed_at_expiry_without_grace() -> None:
+    async with rig(Unrefreshable, query="token=alice:30", token_expiry_grace=10.0) as r:
+        assert await r.core.open()
+        await r.out()
+        r.services.advance(30)
+        assert r.core.closed
+        await next_iteration()
+        assert r.transport.messages() == [{"event": "Expiring"}] and r.close_code() == 3005
 
 
 # -- the same toy dialect mounted on a real server ----------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -193,6 +194,43 @@ async def test_expired_token_mid_connection_is_told_then_disconnected() -> None:
         (err,) = await events.wait("err", 1)
         assert err[0]["code"] == "token_expired"
         await asyncio.wait_for(gone.wait(), 5)
+
+
+async def test_the_cores_limits_count_every_view_and_subscribing_again_is_one_stream() -> None:
+    async with run_prophit(prophit_events="res", max_channels=2) as p:
+        sio, events = await connect(p, ["websocket"])
+        try:
+            mp = {"path": "/real-time/market-prophit-sentiment", "params": {"ticker": "AAPL"}}
+            for arg in (SUB, SUB, mp):  # the same view twice: held once
+                assert await sio.call("subscribe", arg, timeout=5) is None
+            raw = {"channels": ["sentiment:AAPL"]}  # a third (view, channel): over the limit
+            err = await sio.call("subscribe", raw, timeout=5)
+            assert (err["code"], err["status"]) == ("too_many_subscriptions", 400), err
+            assert "limit of 2" in err["message"]
+            await p.crowd(TS, 0.1)
+            await p.mp(TS + 1000, 0.2)
+            got = await events.wait("res", 2)
+            # a round trip after the publications: a duplicate would have arrived first
+            assert await sio.call("unsubscribe", mp, timeout=5) is None
+            assert [g[0]["path"] for g in got] == [SUB["path"], mp["path"]]
+        finally:
+            await sio.disconnect()
+
+
+async def test_errors_in_a_row_close_the_session_with_the_cores_policy_code() -> None:
+    async with run_prophit() as p:
+        url = f"ws://127.0.0.1:{p.gw.port}/socket.io/?EIO=4&transport=websocket&token={p.token}"
+        async with p.gw.session.ws_connect(url) as ws:
+            assert (await ws.receive_str(timeout=5)).startswith("0{")
+            await ws.send_str("40")
+            assert (await ws.receive_str(timeout=5)).startswith("40{")
+            for i in range(50):  # Engine.IO and Socket.IO errors count in one counter
+                await ws.send_str("9" if i % 2 else '42["nope"]')
+            told: list[str] = []
+            while (msg := await ws.receive(timeout=5)).type == aiohttp.WSMsgType.TEXT:
+                told += re.findall(r'"code":"([a-z_]+)"', msg.data)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 3503, msg
+            assert set(told) == {"bad_packet", "unknown_event"} and len(told) == 50
 
 
 # -- raw Engine.IO: what no well-behaved client sends --------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import msgspec
 
@@ -67,6 +67,27 @@ class Bearer:
 
 Credential = Token | Digest | Bearer
 
+# -- views: one channel shown several ways on one connection ---------------------------------
+
+
+class View(Protocol):
+    """A way of showing a channel other than the dialect's own :attr:`Dialect.fmt`, for a
+    protocol where one connection streams several renderings of one channel (Market
+    Prophit's endpoints: crowd sentiment, MP sentiment and chart data are all views of
+    ``sentiment:<ticker>``). A :class:`Subscribe` or :class:`Unsubscribe` naming a view
+    acts on that view only; the core keeps one hub connection per view format on the
+    connection's transport, so each rendering is encoded once for every subscriber, and
+    counts each (view, channel) once against the connection's channel limit."""
+
+    @property
+    def fmt(self) -> WireFormat:
+        """How the hub renders this view's publications, snapshots and resets."""
+
+    def denied(self, principal: Principal, channel: Channel) -> TickwireError | None:
+        """Why ``principal`` may not read ``channel`` in this view (checked before the
+        channel's own entitlements), or None."""
+
+
 # -- commands: what a dialect's parser asks of the core -------------------------------------
 
 
@@ -76,20 +97,26 @@ class Subscribe:
     request only (Coinbase sends a JWT with each subscribe). ``own`` names private streams
     (``orders``, ``trades``) of the user the request acts for — the credential's, else the
     connection's — which the core adds as ``user:<uid>:<stream>`` items; without an
-    identity the request is refused ``unauthorized``."""
+    identity the request is refused ``unauthorized``. ``view``: the items are shown in
+    that :class:`View` (None: in the dialect's own format)."""
 
     id: RequestId
     items: Sequence[tuple[Channel, Position | None]]
     credential: Credential | None = None
     own: Sequence[str] = ()
+    view: View | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
-    """Unsubscribe ``channels``, or every channel when ``channels`` is None."""
+    """Unsubscribe ``channels`` (of ``view``, when given), or every channel when
+    ``channels`` is None. ``strict``: a channel not held fails the request
+    (``not_subscribed``) and nothing is unsubscribed."""
 
     id: RequestId
     channels: Sequence[Channel] | None
+    view: View | None = None
+    strict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +149,19 @@ class Close:
     reason: str | None = None
 
 
-Command = Subscribe | Unsubscribe | Authenticate | Ping | Reply | Close
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Resubscribe what a dropped connection held (the protocol's own session recovery:
+    Socket.IO's): each item from its position, on its own. An item this connection may
+    not read now, or cannot get (the store is unreachable, the limit is reached), is left
+    out rather than failing the others; :class:`Resumed` says whether every item resumed
+    exactly where it stood."""
+
+    id: RequestId
+    items: Sequence[tuple[View | None, Channel, Position | None]]
+
+
+Command = Subscribe | Unsubscribe | Authenticate | Ping | Reply | Close | Resume
 
 # -- events: what the core asks a dialect to render ------------------------------------------
 
@@ -181,7 +220,18 @@ class Expiring:
     grace: float
 
 
-Event = Subscribed | Unsubscribed | Authenticated | Pong | Expiring
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """What a :class:`Resume` restored (``channels``: each its own view's), and whether
+    every item it named resumed with nothing missed (``recovered``); their streams start
+    right after this event."""
+
+    id: RequestId
+    channels: tuple[SubscribedChannel, ...]
+    recovered: bool
+
+
+Event = Subscribed | Unsubscribed | Authenticated | Pong | Expiring | Resumed
 
 # -- the handshake and the dialect itself ---------------------------------------------------
 
@@ -233,6 +283,9 @@ class Dialect:
     max_errors_in_a_row: ClassVar[int] = 50
     #: Seconds between calls of :meth:`tick` (None: never).
     tick_interval: ClassVar[float | None] = None
+    #: Whether a credential can be refreshed in-band: if not, an expired identity closes
+    #: the connection (3005) at once instead of after ``token_expiry_grace``.
+    refreshable: ClassVar[bool] = True
 
     def __init__(self, handshake: Handshake) -> None:
         self.handshake = handshake
@@ -281,6 +334,12 @@ class Dialect:
         """The message telling the client about ``error``."""
         raise NotImplementedError
 
+    def farewell(self, code: int) -> list[bytes]:
+        """Messages sent just before the core closes the connection with ``code`` (after
+        what is queued): a protocol whose clients do not see close codes says why here
+        (Socket.IO: an ``err`` event and a server disconnect). The default sends none."""
+        return []
+
     def finished(self) -> None:
         """The connection ended (either side); release what it holds outside itself, such
         as an entry in a node-wide registry. Called once; the default does nothing."""
@@ -304,6 +363,8 @@ class Dialect:
 def dialect_error(exc: TickwireError, request_id: RequestId = None) -> ProtocolError:
     """Any client-visible error as the :class:`ProtocolError` a dialect renders."""
     if isinstance(exc, ProtocolError):
+        if exc.request_id is None and request_id is not None:
+            exc.request_id = request_id  # raised without it: it is this request's error
         return exc
     return ProtocolError(exc.code, exc.message, request_id)
 

@@ -31,11 +31,14 @@ from tickwire.dialects.base import (
     Pong,
     Reply,
     RequestId,
+    Resume,
+    Resumed,
     Subscribe,
     Subscribed,
     SubscribedChannel,
     Unsubscribe,
     Unsubscribed,
+    View,
     dialect_error,
 )
 from tickwire.dialects.errors import ProtocolError
@@ -48,6 +51,7 @@ from tickwire.hub import (
     Catchup,
     Connection,
     Hub,
+    WireFormat,
 )
 from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.errors import TickwireError
@@ -157,6 +161,9 @@ class ConnectionCore:
         self._deadline: Cancellable | None = None
         self._finished = False
         self._ticker: Cancellable | None = None
+        #: one hub connection per view format, on ``conn``'s transport (see :class:`View`)
+        self.lanes: dict[WireFormat, Connection] = {}
+        self._views: dict[WireFormat, View] = {}
 
     # -- the shell's calls ------------------------------------------------------------
 
@@ -213,8 +220,9 @@ class ConnectionCore:
         the dialect (once)."""
         self._cancel_timers()
         self.state = TRANSITIONS[(self.state, Trigger.CLOSED)]
-        if not self.conn.closed:
-            self.hub.disconnect(self.conn)
+        for conn in (self.conn, *self.lanes.values()):
+            if not conn.closed:
+                self.hub.disconnect(conn)
         if not self._finished:
             self._finished = True
             self.dialect.finished()
@@ -238,16 +246,25 @@ class ConnectionCore:
 
     def fail(self, error: ProtocolError) -> None:
         """Tell the client; too many errors in a row close the connection."""
-        self.send(self.dialect.render_error(error))
+        payload = self.dialect.render_error(error)
+        if payload:  # b"": a protocol that tells nothing now (Socket.IO before connect)
+            self.send(payload)
         self.errors_in_a_row += 1
         if self.errors_in_a_row >= self.dialect.max_errors_in_a_row:
             self.close(CLOSE_POLICY, "too many errors")
 
     def close(self, code: int, reason: str | None = None) -> None:
-        """Close after what is queued, with ``code``."""
+        """Close after what is queued (and the dialect's :meth:`~Dialect.farewell`), with
+        ``code``; the views' streams end at once."""
         self._cancel_timers()
+        if not self.closed:
+            for payload in self.dialect.farewell(code):
+                self.send(payload)
         self.state = TRANSITIONS[(self.state, Trigger.CLOSED)]
         self.conn.close(code, reason)
+        for lane in self.lanes.values():
+            if not lane.closed:
+                self.hub.disconnect(lane)
 
     def revoked(self, key_names: Collection[str]) -> bool:
         """Close with :data:`CLOSE_KEY_REVOKED` if this connection acts with one of
@@ -310,6 +327,8 @@ class ConnectionCore:
             self.send(cmd.payload)
         elif isinstance(cmd, Close):
             self.close(cmd.code, cmd.reason)
+        elif isinstance(cmd, Resume):
+            await self._resume(cmd)
         else:  # pragma: no cover - Command is a closed union
             raise TypeError(f"unknown command {cmd!r}")
 
@@ -344,10 +363,11 @@ class ConnectionCore:
         self._move(Trigger.REFRESHED if refresh else Trigger.AUTHENTICATED)
         self.principal = principal
         dropped = []
-        for name in sorted(self.conn.channels):
-            if authorize(principal, parse_channel(name)) is not None:
-                self.hub.unsubscribe(self.conn, name)
-                dropped.append(name)
+        for view, conn in self._held():
+            for name in sorted(conn.channels):
+                if self._denied(view, parse_channel(name), principal) is not None:
+                    self.hub.unsubscribe(conn, name)
+                    dropped.append(name)
         self._schedule_expiry(principal.expires_at)
         event = Authenticated(rid, principal, tuple(dropped), refresh)
         self.emit(event)
@@ -365,7 +385,7 @@ class ConnectionCore:
         if self.closed:
             return
         self._move(Trigger.EXPIRED)
-        grace = self.limits.token_expiry_grace
+        grace = self.limits.token_expiry_grace if self.dialect.refreshable else 0.0
         self.emit(Expiring(grace))
         if grace <= 0:
             self.close(CLOSE_TOKEN_EXPIRED)
@@ -386,8 +406,15 @@ class ConnectionCore:
 
     # -- subscriptions ----------------------------------------------------------------
 
-    def check(self, channel: Channel, principal: Principal, rid: RequestId) -> None:
-        """Raise :class:`ProtocolError` unless ``principal`` may read ``channel``."""
+    def check(
+        self, channel: Channel, principal: Principal, rid: RequestId, view: View | None = None
+    ) -> None:
+        """Raise :class:`ProtocolError` unless ``principal`` may read ``channel`` (in
+        ``view``: the view's own rule first)."""
+        if view is not None:
+            refused = view.denied(principal, channel)
+            if refused is not None:
+                raise dialect_error(refused, rid)
         if not channel.private and not self.services.channel_exists(channel):
             raise ProtocolError(
                 "unknown_channel",
@@ -411,19 +438,14 @@ class ConnectionCore:
                 )
             items += [(parse_channel(f"user:{principal.user_id}:{s}"), None) for s in cmd.own]
         seen: dict[str, tuple[Channel, Position | None]] = {}
+        view = cmd.view
         for channel, since in items:
-            self.check(channel, principal, rid)
+            self.check(channel, principal, rid, view)
             seen[channel.name] = (channel, since)
-        new = [name for name in seen if name not in self.conn.channels]
-        limit = self.limits.max_channels
-        if len(self.conn.channels) + len(new) > limit:
-            raise ProtocolError(
-                "too_many_channels",
-                f"subscribing to {len(new)} more channels would exceed the limit of "
-                f"{limit} per connection",
-                rid,
-            )
-        catchups = await self._hub_subscribe(list(seen.values()), new, rid)
+        conn = self._conn_of(view)
+        new = [name for name in seen if name not in conn.channels]
+        self._within_limit(len(new), rid)
+        catchups = await self._hub_subscribe(conn, list(seen.values()), rid)
         if self.closed:
             return
         if self._deadline is not None:
@@ -438,12 +460,81 @@ class ConnectionCore:
             )
             for c in catchups
         )
-        self.emit(Subscribed(rid, reply, tuple(sorted(self.conn.channels))))
+        self.emit(Subscribed(rid, reply, tuple(sorted(conn.channels))))
         for catchup in catchups:  # synchronous: nothing slips in between reply and data
-            self.hub.go_live(self.conn, catchup)
+            self.hub.go_live(conn, catchup)
+
+    def _within_limit(self, more: int, rid: RequestId) -> None:
+        """The channel limit counts every view's channels: one per (view, channel)."""
+        limit = self.limits.max_channels
+        if self.channel_count + more > limit:
+            raise ProtocolError(
+                "too_many_channels",
+                f"subscribing to {more} more channels would exceed the limit of "
+                f"{limit} per connection",
+                rid,
+            )
+
+    @property
+    def channel_count(self) -> int:
+        """Channels held, in every view."""
+        return sum(len(conn.channels) for _, conn in self._held())
+
+    def subscriptions(self) -> list[tuple[View | None, str]]:
+        """Every (view, channel) held (None: the dialect's own format), e.g. to save a
+        session for :class:`Resume`."""
+        return [(view, name) for view, conn in self._held() for name in sorted(conn.channels)]
+
+    def _held(self) -> list[tuple[View | None, Connection]]:
+        return [(None, self.conn), *((self._views[f], c) for f, c in self.lanes.items())]
+
+    def _denied(self, view: View | None, channel: Channel, principal: Principal) -> object:
+        if view is not None:
+            refused = view.denied(principal, channel)
+            if refused is not None:
+                return refused
+        return authorize(principal, channel)
+
+    def _conn_of(self, view: View | None) -> Connection:
+        """The hub connection of ``view`` (made at its first use)."""
+        if view is None:
+            return self.conn
+        fmt = view.fmt
+        lane = self.lanes.get(fmt)
+        if lane is None:
+            lane = self.lanes[fmt] = self.hub.connect(self.conn.transport, fmt, self.conn.cap)
+            self._views[fmt] = view
+        return lane
+
+    async def _resume(self, cmd: Resume) -> None:
+        resumed: list[tuple[Connection, Catchup]] = []
+        recovered = True
+        for view, channel, since in cmd.items:
+            conn = self._conn_of(view)
+            try:
+                self.check(channel, self.principal, cmd.id, view)
+                if channel.name not in conn.channels:
+                    self._within_limit(1, cmd.id)
+                catchup = await self.hub.subscribe(conn, channel.name, channel.stateful, since)
+            except (TickwireError, EngineError, ConnectionError) as exc:
+                log.info("%s: not resumed: %s: %s", self.dialect.name, channel.name, exc)
+                self.hub.abandon(conn, channel.name)
+                recovered = False
+                continue
+            if self.closed:
+                return
+            recovered = recovered and bool(catchup.recovered)
+            resumed.append((conn, catchup))
+        reply = tuple(
+            SubscribedChannel(c.channel, c.position.epoch, c.position.seq, c.recovered)
+            for _, c in resumed
+        )
+        self.emit(Resumed(cmd.id, reply, recovered))
+        for conn, catchup in resumed:  # after the reply, with nothing in between
+            self.hub.go_live(conn, catchup)
 
     async def _hub_subscribe(
-        self, items: list[tuple[Channel, Position | None]], new: list[str], rid: RequestId
+        self, conn: Connection, items: list[tuple[Channel, Position | None]], rid: RequestId
     ) -> list[Catchup]:
         """All or nothing: on any failure no channel of the request leaves a trace (no
         pending entry, engine membership or buffer), and a channel the connection had
@@ -452,35 +543,36 @@ class ConnectionCore:
         try:
             for channel, since in items:
                 catchups.append(
-                    await self.hub.subscribe(self.conn, channel.name, channel.stateful, since)
+                    await self.hub.subscribe(conn, channel.name, channel.stateful, since)
                 )
         except EngineError as exc:
-            self._abandon(items)
+            self._abandon(conn, items)
             # the engine's own message names internal hosts: log it, tell the client less
             log.warning("subscribe failed: %s", exc)
             raise ProtocolError(
                 "unavailable", "cannot subscribe now: the data store is unreachable; retry", rid
             ) from None
         except BaseException:
-            self._abandon(items)
+            self._abandon(conn, items)
             raise
         return catchups
 
-    def _abandon(self, items: list[tuple[Channel, Position | None]]) -> None:
+    def _abandon(self, conn: Connection, items: list[tuple[Channel, Position | None]]) -> None:
         for channel, _ in items:
-            self.hub.abandon(self.conn, channel.name)
-
-    def _leave(self, names: list[str]) -> None:
-        for name in names:
-            self.hub.unsubscribe(self.conn, name)
+            self.hub.abandon(conn, channel.name)
 
     def _unsubscribe(self, cmd: Unsubscribe) -> None:
+        conn = self._conn_of(cmd.view)
         if cmd.channels is None:
-            names = sorted(self.conn.channels)
+            names = sorted(conn.channels)
         else:
             names = [ch.name for ch in cmd.channels]
-        removed = tuple(name for name in names if self.hub.unsubscribe(self.conn, name))
-        self.emit(Unsubscribed(cmd.id, removed, tuple(sorted(self.conn.channels))))
+        if cmd.strict:
+            missing = [name for name in names if name not in conn.channels]
+            if missing:
+                raise ProtocolError("not_subscribed", f"not subscribed to {missing[0]!r}", cmd.id)
+        removed = tuple(name for name in names if self.hub.unsubscribe(conn, name))
+        self.emit(Unsubscribed(cmd.id, removed, tuple(sorted(conn.channels))))
 
     def _arm_tick(self) -> None:
         """Start the periodic timer when the dialect has something to send."""
@@ -504,7 +596,7 @@ class ConnectionCore:
 
     def _no_subscription(self) -> None:
         self._deadline = None
-        if not self.closed and not self.conn.channels:
+        if not self.closed and not self.channel_count:
             self.close(CLOSE_POLICY, "no subscription")
 
     def _cancel_timers(self) -> None:

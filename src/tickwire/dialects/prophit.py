@@ -24,23 +24,29 @@ from typing import Any, Literal
 import msgspec
 
 from tickwire.auth import Principal, authorize
+from tickwire.dialects.errors import ProtocolError
 from tickwire.dialects.socketio import RECORD_SEPARATOR, sio_event
 from tickwire.model.channels import Channel, ChannelError, parse_channel
-from tickwire.model.errors import TickwireError
 from tickwire.model.publication import Position, Publication, Snapshot
 
 PREFIX = "/real-time/"
 ErrorType = Literal["invalid_request_error", "api_error"]
 
 
-class EndpointError(TickwireError):
+class EndpointError(ProtocolError):
     """An endpoint request that cannot be served, in the original REST error shape:
-    HTTP ``status``, ``type`` ``invalid_request_error`` or ``api_error``, stable ``code``."""
+    HTTP ``status``, ``type`` ``invalid_request_error`` or ``api_error``, stable ``code``
+    (over Socket.IO ``request_id`` is the ack id of the event it answers)."""
 
     def __init__(
-        self, status: int, code: str, message: str, type: ErrorType = "invalid_request_error"
+        self,
+        status: int,
+        code: str,
+        message: str,
+        type: ErrorType = "invalid_request_error",
+        request_id: object = None,
     ) -> None:
-        super().__init__(code, message)
+        super().__init__(code, message, request_id)
         self.status = status
         self.type = type
 

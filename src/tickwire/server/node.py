@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from tickwire.auth import Principal
+from tickwire.dialects.core import ConnectionCore
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
 from tickwire.engine.urls import is_engine_url, redact
 from tickwire.hub import CLOSE_SHUTDOWN, Hub, WireFormat
@@ -25,14 +26,6 @@ log = logging.getLogger(__name__)
 
 TokenVerifier = Callable[[str], Awaitable[Principal]]
 DigestVerifier = Callable[[str, str, str], Awaitable[Principal]]
-
-
-class Revocable(Protocol):
-    """A connection that acts with a key: a dialect's ``ConnectionCore`` or a Socket.IO
-    session."""
-
-    def revoked(self, key_names: Collection[str]) -> bool:
-        """Close if acting with one of ``key_names``; True if it did."""
 
 
 def make_engine(config: Config) -> Engine:
@@ -84,9 +77,8 @@ class Node:
         self.verify_digest: DigestVerifier | None = None
         #: Heartbeat renderers of the mounted dialects, by the wire format they go to.
         self.heartbeats: list[tuple[WireFormat, Callable[[int], bytes | None]]] = []
-        #: the connections acting with a key (the WebSocket connections' cores, the
-        #: Socket.IO sessions), to close those of a revoked key
-        self.cores: weakref.WeakSet[Revocable] = weakref.WeakSet()
+        #: every connection's core (WebSocket and Socket.IO), to close those of a revoked key
+        self.cores: weakref.WeakSet[ConnectionCore] = weakref.WeakSet()
         self.draining = False
         self.started = False
         self._tasks: list[asyncio.Task[None]] = []

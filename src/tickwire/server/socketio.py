@@ -7,12 +7,18 @@ a queue and task per client), the hub's per-connection byte cap and slow-consume
 apply unchanged, an idle session costs a few objects and one timer, and Engine.IO 3
 (socket.io-client 2.x), which python-engineio does not speak, is the same code.
 
-A session is one Engine.IO connection with the default namespace. It holds one hub
-:class:`~tickwire.hub.Connection` for its own messages (acks, pings, errors) and one per
-endpoint it streams ("lanes": a lane's :class:`~tickwire.dialects.prophit.ProphitFormat`
-renders that endpoint's view of the channel once for every subscriber). All of them
-write to the session's :class:`SessionTransport`, which hands the frames to the
-WebSocket, or keeps their payloads for the next polling GET (bounded by the same cap).
+A session is one Engine.IO connection; this shell keeps its transports (polling,
+WebSocket, the upgrade, pings, the recovery store) and hands every Socket.IO packet to
+the session's :class:`~tickwire.dialects.core.ConnectionCore`, whose dialect is
+:class:`~tickwire.dialects.prophit_socketio.ProphitSocketIO`: identity and expiry, the
+rate limit, the channel limit, the errors in a row, entitlements and subscriptions are
+the core's, as for every dialect. The core's hub connection carries the session's own
+messages (acks, pings, errors) and raw channels; each endpoint view it streams has a hub
+connection of its own in the core (a "lane": the view's
+:class:`~tickwire.dialects.prophit.ProphitFormat` renders that endpoint's rows once for
+every subscriber). All of them write to the session's :class:`SessionTransport`, which
+hands the frames to the WebSocket, or keeps their payloads for the next polling GET
+(bounded by the same cap).
 """
 
 from __future__ import annotations
@@ -20,55 +26,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tickwire.auth import ANONYMOUS, AuthError, Principal, authorize
-from tickwire.dialects.prophit import (
-    CHANNEL_FORMAT,
-    EndpointError,
-    EventStyle,
-    Request,
-    check_method,
-    entitle,
-    parse_offset,
-    prophit_format,
-    resolve,
-)
+from tickwire.dialects.base import Handshake, dialect_error
+from tickwire.dialects.core import ConnectionCore, Limits
+from tickwire.dialects.prophit import CHANNEL_FORMAT, EndpointError, EventStyle, parse_offset
+from tickwire.dialects.prophit_socketio import ProphitSocketIO, SavedSession
 from tickwire.dialects.socketio import (
     RECORD_SEPARATOR,
     EioType,
     PacketError,
-    SioType,
     decode_payload,
     encode_payload,
     open_packet,
     parse_eio,
-    parse_sio,
-    sio_ack,
-    sio_event,
-    sio_packet,
 )
-from tickwire.engine.base import EngineError
-from tickwire.hub import CLOSE_KEY_REVOKED, CLOSE_TOKEN_EXPIRED, Catchup, Connection
 from tickwire.hub.frames import close_frame, text_frame
-from tickwire.hub.wire import WireFormat
-from tickwire.model.channels import Channel, ChannelError, parse_channel
+from tickwire.model.channels import parse_channel
 from tickwire.model.publication import Position
-from tickwire.model.ratelimit import TokenBucket
 from tickwire.server.node import Node
+from tickwire.server.ws import NodeServices, handshake_of
 
 log = logging.getLogger(__name__)
 
 _CLOSE_OP = 0x08
 _EIO_NOOP = b"6"
 _EIO_CLOSE = b"1"
-#: Errors in a row after which a session is closed.
-MAX_ERRORS_IN_A_ROW = 50
 #: engine.io's error codes in its HTTP 400 answers (clients show the message).
 _UNKNOWN_TRANSPORT, _UNKNOWN_SID, _BAD_METHOD, _BAD_REQUEST, _BAD_VERSION = 0, 1, 2, 3, 5
 
@@ -157,23 +143,10 @@ class SessionTransport:
 
 
 @dataclass(slots=True)
-class Subscription:
-    """One stream of a session: an endpoint view (``request``) or a raw channel."""
-
-    channel: Channel
-    fmt: WireFormat
-    request: Request | None
-    position: Position | None = None
-
-
-@dataclass(slots=True)
 class Saved:
-    """A dropped session kept for connection-state recovery."""
+    """A dropped session kept for connection-state recovery, until ``timer`` fires."""
 
-    user_id: str | None
-    subs: dict[tuple[str, str], Subscription]
-    positions: dict[str, Position]
-    expires: float
+    session: SavedSession
     timer: asyncio.TimerHandle | None = None
 
 
@@ -187,35 +160,27 @@ class Settings:
     max_payload: int
     connect_timeout: float
     cap: int
-    max_subscriptions: int
-    requests_per_second: float
 
 
 class Session:
-    """One Engine.IO connection and its default Socket.IO namespace."""
+    """One Engine.IO connection; its default Socket.IO namespace is a
+    :class:`~tickwire.dialects.core.ConnectionCore` with the prophit dialect."""
 
     __slots__ = (
         "__weakref__",
         "address",
-        "bucket",
         "buffer",
         "buffered",
         "closing",
+        "core",
         "ctl",
+        "dialect",
         "eio",
-        "errors",
-        "expiry",
         "gone",
-        "lanes",
         "offsets",
-        "pid",
-        "principal",
-        "query_token",
         "sent",
         "server",
         "sid",
-        "sio_sid",
-        "subs",
         "timer",
         "upgrading",
         "waiter",
@@ -224,13 +189,12 @@ class Session:
     )
 
     def __init__(
-        self, server: SocketIOServer, eio: int, address: str, query_token: str | None
+        self, server: SocketIOServer, eio: int, address: str, handshake: Handshake
     ) -> None:
         self.server = server
         self.sid = secrets.token_urlsafe(15)
         self.eio = eio
         self.address = address
-        self.query_token = query_token
         self.buffer: list[bytes] = []
         self.buffered = 0
         self.waiter: asyncio.Future[None] | None = None
@@ -239,22 +203,28 @@ class Session:
         self.upgrading = False
         self.gone = False
         self.closing = False
-        self.principal: Principal | None = None
-        self.sio_sid: str | None = None
-        self.pid: str | None = None
-        self.offsets = False
+        st = server.settings
+        #: events carry their offset, which the transport notes in ``sent`` (recovery)
+        self.offsets = eio == 4 and st.recovery > 0
         self.sent: dict[str, Position] = {}
-        self.subs: dict[tuple[str, str], Subscription] = {}
-        self.lanes: dict[WireFormat, Connection] = {}
-        self.errors = 0
         self.timer: asyncio.TimerHandle | None = None
-        self.expiry: asyncio.TimerHandle | None = None
-        self.bucket = TokenBucket(
-            server.settings.requests_per_second,
-            2 * server.settings.requests_per_second,
-            time.monotonic(),
+        self.dialect = ProphitSocketIO(
+            handshake,
+            eio=eio,
+            style=st.style,
+            recovery=self.offsets,
+            max_payload=st.max_payload,
+            exists=server.node.channel_exists,
+            saved=server.take_saved,
         )
-        self.ctl = server.hub.connect(SessionTransport(self), CHANNEL_FORMAT, server.settings.cap)
+        self.ctl = server.hub.connect(SessionTransport(self), CHANNEL_FORMAT, st.cap)
+        self.core = ConnectionCore(server.services, self.dialect, self.ctl)
+        server.node.cores.add(self.core)  # closed when its key is revoked (server.revocation)
+
+    @property
+    def errors(self) -> int:
+        """Errors in a row (the core's count)."""
+        return self.core.errors_in_a_row
 
     # -- output -------------------------------------------------------------------------
 
@@ -314,10 +284,9 @@ class Session:
             return
         self.gone = True
         self.closing = True
-        for t in (self.timer, self.expiry):
-            if t is not None:
-                t.cancel()
-        self._leave_hub()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.core.finish()
         self.wake()
         self.server.forget(self)
         if self.ws is not None and self.ws_transport is not None:
@@ -326,49 +295,31 @@ class Session:
 
     def _leave_hub(self) -> None:
         hub = self.server.hub
-        for conn in (self.ctl, *self.lanes.values()):
+        for conn in (self.ctl, *self.core.lanes.values()):
             if not conn.closed:
                 hub.disconnect(conn)
 
     def close_after_flush(self, code: int = 1000) -> None:
         """Send what is queued, then close (WebSocket close or a polling close packet)."""
-        self.ctl.close(code, "")
-        for lane in self.lanes.values():
-            if not lane.closed:
-                self.server.hub.disconnect(lane)
+        self.core.close(code, "")
 
-    def end_with(self, error: EndpointError, code: int) -> bool:
-        """End a connected session for good: an ``err`` event with ``error`` (and the
-        ``close`` code a WebSocket dialect would close with), a Socket.IO ``DISCONNECT``
-        (a server disconnect: socket.io-client 2 and 4 do not reconnect after one), then
-        the Engine.IO close once that is sent. Nothing is kept for recovery. False when
-        the session was ending already."""
-        if self.gone or self.closing:
-            return False
-        self.pid = None  # a new credential is needed: nothing to recover
-        self.send(sio_event("err", {**error.body(), "close": code}))
-        self.send(sio_packet(SioType.DISCONNECT))
-        self.close_after_flush(code)
-        return True
-
-    def revoked(self, key_names: Collection[str]) -> bool:
-        """End the session (``key_revoked``, close 3504) if it acts with one of
-        ``key_names``, revoked in the key store; True if it did."""
-        principal = self.principal
-        if principal is None or principal.key_name not in key_names:
-            return False
-        error = EndpointError(
-            401, "key_revoked", "key revoked: this session's key was revoked (tickwire keys revoke)"
+    def saved(self) -> SavedSession | None:
+        """What recovery keeps of this session if it drops now (None: nothing)."""
+        d = self.dialect
+        if not (d.pid and d.connected):
+            return None
+        held = self.core.subscriptions()
+        if not held:
+            return None
+        positions = dict(d.positions)
+        for name, sent in self.sent.items():  # what was handed out since it started
+            start = positions.get(name)
+            if start is None or (start.epoch == sent.epoch and sent.seq >= start.seq):
+                positions[name] = sent
+        user_id = self.core.principal.user_id
+        return SavedSession(
+            user_id, [(view, parse_channel(name), positions.get(name)) for view, name in held]
         )
-        return self.end_with(error, CLOSE_KEY_REVOKED)
-
-    def lane(self, fmt: WireFormat) -> Connection:
-        conn = self.lanes.get(fmt)
-        if conn is None:
-            conn = self.lanes[fmt] = self.server.hub.connect(
-                self.ctl.transport, fmt, self.server.settings.cap
-            )
-        return conn
 
 
 class SocketIOServer:
@@ -380,6 +331,16 @@ class SocketIOServer:
         self.settings = settings
         self.sessions: dict[str, Session] = {}
         self.saved: dict[str, Saved] = {}
+        #: what each session's connection core needs (the node's, with Socket.IO's limits)
+        self.services = NodeServices(node)
+        cfg = node.config
+        self.services.limits = Limits(
+            max_channels=cfg.max_channels,
+            max_frame_bytes=settings.max_payload,
+            requests_per_second=cfg.max_requests_per_second,
+            request_burst=2 * cfg.max_requests_per_second,
+            token_expiry_grace=cfg.token_expiry_grace,
+        )
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -393,19 +354,24 @@ class SocketIOServer:
             del self.sessions[session.sid]
 
     def save(self, s: Session) -> None:
-        if not (s.pid and self.settings.recovery > 0 and s.subs and s.principal):
+        saved = s.saved() if self.settings.recovery > 0 else None
+        pid = s.dialect.pid
+        if saved is None or pid is None:
             return
-        positions = {
-            sub.channel.name: sub.position for sub in s.subs.values() if sub.position is not None
-        }
-        positions.update(s.sent)
-        saved = Saved(
-            s.principal.user_id, dict(s.subs), positions, time.monotonic() + self.settings.recovery
+        entry = Saved(saved)
+        entry.timer = asyncio.get_running_loop().call_later(
+            self.settings.recovery, self.saved.pop, pid, None
         )
-        saved.timer = asyncio.get_running_loop().call_later(
-            self.settings.recovery, self.saved.pop, s.pid, None
-        )
-        self.saved[s.pid] = saved
+        self.saved[pid] = entry
+
+    def take_saved(self, pid: str) -> SavedSession | None:
+        """The dropped session saved under ``pid`` (it is kept no longer)."""
+        entry = self.saved.pop(pid, None)
+        if entry is None:
+            return None
+        if entry.timer is not None:
+            entry.timer.cancel()
+        return entry.session
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -426,7 +392,7 @@ class SocketIOServer:
                 return _refuse(_BAD_REQUEST, "draining: connect to another node", 503)
             if request.method != "GET":
                 return _refuse(_BAD_METHOD, "Bad handshake method", 400)
-            session = Session(self, int(eio), address, q.get("token"))
+            session = Session(self, int(eio), address, handshake_of(request))
             self.sessions[session.sid] = session
             if transport == "websocket":
                 return await self._websocket(request, session, fresh=True)
@@ -564,11 +530,11 @@ class SocketIOServer:
             self._connect_deadline(session)
         else:
             self.later(session, st.ping_interval + st.ping_timeout, session.lose)
-            await self.connect(session, None, None)
+        await session.core.open()  # Engine.IO 3: connects "/" with the query's token
 
     def _connect_deadline(self, session: Session) -> None:
         def check() -> None:
-            if session.principal is None and not session.gone:
+            if not session.dialect.connected and not session.gone:
                 session.close_after_flush()
 
         asyncio.get_running_loop().call_later(self.settings.connect_timeout, check)
@@ -582,21 +548,9 @@ class SocketIOServer:
     # -- packets ----------------------------------------------------------------------------
 
     def error(self, session: Session, exc: PacketError | EndpointError) -> None:
-        """Tell the client (an ``err`` event once connected); too many in a row close."""
-        if isinstance(exc, PacketError):
-            body = {
-                "type": "invalid_request_error",
-                "code": exc.code,
-                "message": exc.message,
-                "status": 400,
-            }
-        else:
-            body = exc.body()
-        if session.principal is not None:
-            session.send(sio_event("err", body))
-        session.errors += 1
-        if session.errors >= MAX_ERRORS_IN_A_ROW:
-            session.close_after_flush()
+        """Tell the client (an ``err`` event once connected); too many in a row close
+        (the core's errors-in-a-row policy)."""
+        session.core.fail(dialect_error(exc))
 
     async def packet(self, session: Session, text: str) -> None:
         """One Engine.IO packet from the client."""
@@ -607,16 +561,8 @@ class SocketIOServer:
             return
         kind = pkt.type
         st = self.settings
-        if kind is EioType.MESSAGE:
-            if not session.bucket.take(time.monotonic()):
-                self.error(session, PacketError("rate_limited", "too many requests: slow down"))
-                return
-            try:
-                sio = parse_sio(pkt.data, max_bytes=st.max_payload)
-            except PacketError as exc:
-                self.error(session, exc)
-                return
-            await self.socketio(session, sio)
+        if kind is EioType.MESSAGE:  # a Socket.IO packet: the core's (rate limit first)
+            await session.core.receive(pkt.data)
         elif kind is EioType.PONG and session.eio == 4:
             self.later(session, st.ping_interval, lambda: self._ping(session))
         elif kind is EioType.PING and session.eio == 3:
@@ -633,310 +579,6 @@ class SocketIOServer:
                 session,
                 PacketError("bad_packet", f"unexpected Engine.IO packet {kind.name.lower()}"),
             )
-
-    async def socketio(self, session: Session, pkt: Any) -> None:
-        if pkt.namespace != "/":
-            session.send(
-                sio_packet(
-                    SioType.CONNECT_ERROR, {"message": "Invalid namespace"}, namespace=pkt.namespace
-                )
-            )
-            return
-        if pkt.type is SioType.CONNECT:
-            if session.eio == 3 or session.principal is not None:
-                self.error(session, PacketError("bad_packet", "already connected"))
-                return
-            auth = pkt.data if isinstance(pkt.data, dict) else {}
-            await self.connect(session, auth, pkt.data)
-            return
-        if session.principal is None:
-            self.error(session, PacketError("bad_packet", "connect the namespace first"))
-            return
-        if pkt.type is SioType.DISCONNECT:
-            session.finish()
-        elif pkt.type is SioType.EVENT:
-            await self.event(session, pkt.ack, pkt.data)
-        elif pkt.type is SioType.ACK:
-            pass  # we never ask the client for acks
-        else:
-            self.error(
-                session,
-                PacketError("bad_packet", f"unexpected Socket.IO packet {pkt.type.name.lower()}"),
-            )
-
-    # -- connecting -------------------------------------------------------------------------
-
-    def _refuse_connect(self, session: Session, err: EndpointError) -> None:
-        body = err.body()
-        if session.eio == 4:
-            session.send(sio_packet(SioType.CONNECT_ERROR, {"message": err.message, "data": body}))
-        else:  # Socket.IO 2: an ERROR packet, which the client emits as 'error'
-            session.send(sio_packet(SioType.CONNECT_ERROR, {**body}))
-
-    async def connect(self, session: Session, auth: dict[str, Any] | None, raw: Any) -> None:
-        """Connect the default namespace: ``token`` from the auth payload or the query."""
-        token: object = session.query_token
-        if auth and "token" in auth:
-            token = auth["token"]
-        if token is None:
-            principal = ANONYMOUS
-        elif not isinstance(token, str) or not 0 < len(token) <= 8192:
-            self._refuse_connect(
-                session,
-                EndpointError(
-                    401, "unauthorized", "token must be a string of 1 to 8192 characters"
-                ),
-            )
-            return
-        else:
-            verify = self.node.verify_token
-            try:
-                if verify is None:
-                    raise AuthError("unauthorized", "this server does not accept tokens")
-                principal = await verify(token)
-            except AuthError as exc:
-                self._refuse_connect(session, EndpointError(401, exc.code, exc.message))
-                return
-        if session.gone:
-            return
-        session.principal = principal
-        self.node.cores.add(session)  # ended when its key is revoked (server.revocation)
-        session.sio_sid = secrets.token_urlsafe(15)
-        st = self.settings
-        restored: list[tuple[Connection, Catchup]] = []
-        recovered = False
-        if session.eio == 4 and st.recovery > 0:
-            session.offsets = True
-            pid = auth.get("pid") if auth else None
-            saved = self.saved.pop(pid, None) if isinstance(pid, str) else None
-            if saved is not None and saved.user_id == principal.user_id:
-                if saved.timer is not None:
-                    saved.timer.cancel()
-                restored, recovered = await self._restore(session, saved, auth)
-                if recovered:
-                    session.pid = pid
-            session.pid = session.pid or secrets.token_urlsafe(15)
-        if session.gone:
-            return
-        if session.eio == 4:
-            reply: dict[str, Any] = {"sid": session.sio_sid}
-            if session.pid is not None:
-                reply["pid"] = session.pid
-            session.send(sio_packet(SioType.CONNECT, reply))
-        else:
-            session.send(sio_packet(SioType.CONNECT))
-        for conn, catchup in restored:  # after the reply: nothing slips in between
-            self.hub.go_live(conn, catchup)
-        self._schedule_expiry(session, principal)
-
-    async def _restore(
-        self, session: Session, saved: Saved, auth: dict[str, Any] | None
-    ) -> tuple[list[tuple[Connection, Catchup]], bool]:
-        """Resubscribe a dropped session's streams from where the client stood."""
-        positions = dict(saved.positions)
-        told = parse_offset(auth.get("offset")) if auth else None
-        if told is not None and told[0] in positions:
-            positions[told[0]] = told[1]
-        out: list[tuple[Connection, Catchup]] = []
-        recovered = True
-        for key, sub in saved.subs.items():
-            if sub.request is not None:
-                try:
-                    entitle(session.principal or ANONYMOUS, sub.request, streaming=True)
-                except EndpointError:
-                    recovered = False
-                    continue
-            conn = session.lane(sub.fmt)
-            since = positions.get(sub.channel.name)
-            try:
-                catchup = await self.hub.subscribe(
-                    conn, sub.channel.name, sub.channel.stateful, since
-                )
-            except (EngineError, ConnectionError):
-                recovered = False
-                continue
-            recovered = recovered and bool(catchup.recovered)
-            sub.position = catchup.position
-            session.subs[key] = sub
-            out.append((conn, catchup))
-        return out, recovered
-
-    def _schedule_expiry(self, session: Session, principal: Principal) -> None:
-        if principal.expires_at is None:
-            return
-        delay = max(0.0, principal.expires_at - time.time())
-
-        def expired() -> None:
-            session.end_with(
-                EndpointError(
-                    401,
-                    "token_expired",
-                    "token expired: get a new one with POST /jwt and reconnect",
-                ),
-                CLOSE_TOKEN_EXPIRED,
-            )
-
-        session.expiry = asyncio.get_running_loop().call_later(delay, expired)
-
-    # -- events -----------------------------------------------------------------------------
-
-    async def event(self, session: Session, ack: int | None, data: Any) -> None:
-        if not isinstance(data, list) or not data or not isinstance(data[0], str):
-            self._answer(
-                session, ack, PacketError("bad_packet", "an event is [name, ...arguments]")
-            )
-            return
-        name = data[0]
-        arg = data[1] if len(data) > 1 else None
-        started: list[tuple[Connection, Catchup]] = []
-        try:
-            if name == "subscribe":
-                started = await self.subscribe(session, arg)
-            elif name == "unsubscribe":
-                self.unsubscribe(session, arg)
-            else:
-                raise EndpointError(
-                    400,
-                    "unknown_event",
-                    f"unknown event {name[:40]!r} (expected subscribe, unsubscribe)",
-                )
-        except EndpointError as exc:
-            self._answer(session, ack, exc)
-            return
-        except (EngineError, ConnectionError):
-            log.warning("prophit subscribe failed", exc_info=True)
-            self._answer(
-                session,
-                ack,
-                EndpointError(
-                    500,
-                    "unavailable",
-                    "cannot subscribe now: the data store is unreachable; retry",
-                    type="api_error",
-                ),
-            )
-            return
-        session.errors = 0
-        self._answer(session, ack, None)
-        for conn, catchup in started:  # after the ack, with nothing in between
-            self.hub.go_live(conn, catchup)
-
-    def _answer(
-        self, session: Session, ack: int | None, error: EndpointError | PacketError | None
-    ) -> None:
-        if error is not None and ack is None:
-            self.error(session, error)
-            return
-        if error is not None:
-            session.errors += 1
-        if ack is None:
-            return
-        if error is None:
-            session.send(sio_ack(ack, None))
-        elif isinstance(error, EndpointError):
-            session.send(sio_ack(ack, error.body()))
-        else:
-            session.send(
-                sio_ack(
-                    ack,
-                    {
-                        "type": "invalid_request_error",
-                        "code": error.code,
-                        "message": error.message,
-                        "status": 400,
-                    },
-                )
-            )
-
-    def _items(self, session: Session, arg: Any) -> list[tuple[tuple[str, str], Subscription]]:
-        """What a subscribe or unsubscribe names: an endpoint view, or raw channels."""
-        if not isinstance(arg, dict):
-            raise EndpointError(
-                400, "bad_request", "the argument must be an object {path, method, params}"
-            )
-        principal = session.principal or ANONYMOUS
-        if "channels" in arg and "path" not in arg:
-            return self._channel_items(principal, arg.get("channels"))
-        unknown = sorted(str(k) for k in arg if k not in ("path", "method", "params"))
-        if unknown:
-            raise EndpointError(
-                400,
-                "bad_request",
-                f"unknown field {unknown[0][:40]!r} (expected path, method, params)",
-            )
-        check_method(arg.get("method"))
-        req = resolve(arg.get("path"), arg.get("params"), self.node.channel_exists)
-        if principal.anonymous:
-            raise EndpointError(
-                401, "unauthorized", "connect with a token from POST /jwt to stream endpoints"
-            )
-        entitle(principal, req, streaming=True)
-        fmt = prophit_format(req.endpoint, self.settings.style, session.offsets)
-        return [((req.endpoint.name, req.channel.name), Subscription(req.channel, fmt, req))]
-
-    def _channel_items(
-        self, principal: Principal, names: Any
-    ) -> list[tuple[tuple[str, str], Subscription]]:
-        if not isinstance(names, list) or not names or len(names) > 1000:
-            raise EndpointError(
-                400, "bad_request", "channels must be a list of 1 to 1000 channel names"
-            )
-        out = []
-        for raw in names:
-            if isinstance(raw, dict):
-                raw = raw.get("channel")
-            try:
-                channel = parse_channel(raw)
-            except ChannelError as exc:
-                raise EndpointError(400, exc.code, exc.message) from None
-            if not channel.private and not self.node.channel_exists(channel):
-                raise EndpointError(
-                    404, "unknown_channel", f"channel {channel.name!r}: unknown symbol"
-                )
-            denied = authorize(principal, channel)
-            if denied is not None:
-                raise EndpointError(
-                    403 if denied.code == "forbidden" else 401, denied.code, denied.message
-                )
-            out.append((("", channel.name), Subscription(channel, CHANNEL_FORMAT, None)))
-        return out
-
-    async def subscribe(self, session: Session, arg: Any) -> list[tuple[Connection, Catchup]]:
-        items = [(k, s) for k, s in self._items(session, arg) if k not in session.subs]
-        limit = self.settings.max_subscriptions
-        if len(session.subs) + len(items) > limit:
-            raise EndpointError(
-                400, "too_many_subscriptions", f"a session may hold at most {limit} subscriptions"
-            )
-        started: list[tuple[Connection, Catchup]] = []
-        try:
-            for key, sub in items:
-                conn = session.lane(sub.fmt)
-                catchup = await self.hub.subscribe(
-                    conn, sub.channel.name, sub.channel.stateful, None
-                )
-                sub.position = catchup.position
-                session.subs[key] = sub
-                started.append((conn, catchup))
-        except BaseException:
-            for key, sub in items:  # all or nothing
-                if session.subs.pop(key, None) is not None:
-                    self.hub.unsubscribe(session.lane(sub.fmt), sub.channel.name)
-            raise
-        return started
-
-    def unsubscribe(self, session: Session, arg: Any) -> None:
-        items = self._items(session, arg)
-        missing = [k for k, _ in items if k not in session.subs]
-        if missing:
-            what = missing[0][0] or "channel"
-            raise EndpointError(
-                400, "not_subscribed", f"not subscribed to {what} for {missing[0][1]!r}"
-            )
-        for key, _ in items:
-            sub = session.subs.pop(key)
-            self.hub.unsubscribe(session.lane(sub.fmt), sub.channel.name)
-            session.sent.pop(sub.channel.name, None)
 
 
 def _refuse(code: int, message: str, status: int) -> web.Response:
@@ -963,8 +605,6 @@ def install_socketio(app: web.Application, node: Node) -> SocketIOServer:
         max_payload=cfg.prophit_max_payload,
         connect_timeout=cfg.prophit_connect_timeout,
         cap=cfg.max_queue_bytes,
-        max_subscriptions=cfg.max_channels,
-        requests_per_second=cfg.max_requests_per_second,
     )
     server = SocketIOServer(node, settings)
     app[SOCKETIO_KEY] = server
