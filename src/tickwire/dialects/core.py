@@ -562,17 +562,22 @@ class ConnectionCore:
             self.hub.abandon(conn, channel.name)
 
     def _unsubscribe(self, cmd: Unsubscribe) -> None:
-        conn = self._conn_of(cmd.view)
+        view = cmd.view
+        # a view never subscribed gets no hub connection just to find nothing there
+        conn = self.conn if view is None else self.lanes.get(view.fmt)
+        held: set[str] = set() if conn is None else conn.channels
         if cmd.channels is None:
-            names = sorted(conn.channels)
+            names = sorted(held)
         else:
             names = [ch.name for ch in cmd.channels]
         if cmd.strict:
-            missing = [name for name in names if name not in conn.channels]
+            missing = [name for name in names if name not in held]
             if missing:
                 raise ProtocolError("not_subscribed", f"not subscribed to {missing[0]!r}", cmd.id)
-        removed = tuple(name for name in names if self.hub.unsubscribe(conn, name))
-        self.emit(Unsubscribed(cmd.id, removed, tuple(sorted(conn.channels))))
+        removed = tuple(
+            name for name in names if conn is not None and self.hub.unsubscribe(conn, name)
+        )
+        self.emit(Unsubscribed(cmd.id, removed, tuple(sorted(held))))
 
     def _arm_tick(self) -> None:
         """Start the periodic timer when the dialect has something to send."""

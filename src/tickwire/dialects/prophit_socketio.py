@@ -181,7 +181,10 @@ class ProphitSocketIO(Dialect):
     def opening(self) -> list[Command]:
         if self.eio == 3:  # Socket.IO 4 protocol: the server connects "/" at once
             self.connecting = True
-            return self._connect(self.handshake.first("token"))
+            try:
+                return self._connect(self.handshake.first("token"))
+            except EndpointError as exc:  # told as the refused connect, not raised
+                return [Reply(self.render_error(exc))]
         return []
 
     def parse(self, frame: str) -> list[Command]:
