@@ -24,6 +24,7 @@ hands the frames to the WebSocket, or keeps their payloads for the next polling 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from aiohttp import WSMsgType, web
 
 from tickwire.dialects.base import Handshake, dialect_error
-from tickwire.dialects.core import ConnectionCore, Limits
+from tickwire.dialects.core import ConnectionCore
 from tickwire.dialects.prophit import CHANNEL_FORMAT, EndpointError, EventStyle, parse_offset
 from tickwire.dialects.prophit_socketio import ProphitSocketIO, SavedSession
 from tickwire.dialects.socketio import (
@@ -333,13 +334,8 @@ class SocketIOServer:
         self.saved: dict[str, Saved] = {}
         #: what each session's connection core needs (the node's, with Socket.IO's limits)
         self.services = NodeServices(node)
-        cfg = node.config
-        self.services.limits = Limits(
-            max_channels=cfg.max_channels,
-            max_frame_bytes=settings.max_payload,
-            requests_per_second=cfg.max_requests_per_second,
-            request_burst=2 * cfg.max_requests_per_second,
-            token_expiry_grace=cfg.token_expiry_grace,
+        self.services.limits = dataclasses.replace(
+            self.services.limits, max_frame_bytes=settings.max_payload
         )
 
     # -- bookkeeping ----------------------------------------------------------------------
