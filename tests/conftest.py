@@ -15,11 +15,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
-from tickwire.engine.redis import RedisEngine
+from tickwire.engine.redis import RedisEngine, ShardedRedisEngine
 from tickwire.model import Publication
 
 from . import logcheck
 from .redis_cluster import RedisCluster
+from .redis_shards import RedisShards
 from .services import REDIS_URL, require
 
 # Hypothesis: bounded in `make test`; TICKWIRE_DEEP=1 is the long fuzzing profile.
@@ -125,6 +126,16 @@ async def delete_prefix(eng: RedisEngine) -> None:
         pass
 
 
+class ScratchShardedEngine(ShardedRedisEngine):
+    """A sharded engine under a prefix of its own that deletes its keys on every shard
+    when closed."""
+
+    async def close(self) -> None:
+        for shard in self.shards.values():
+            await delete_prefix(shard)
+        await super().close()
+
+
 def redis_prefix() -> str:
     """A key prefix no other test (or agent) uses."""
     return f"twtest:{uuid.uuid4().hex[:12]}:"
@@ -155,8 +166,26 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         cluster.stop()
 
 
-@pytest.fixture(params=[*sorted(ENGINE_FACTORIES), "cluster"])
+@pytest.fixture(scope="session")
+def redis_shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisShards]:
+    """Three private redis-servers for the whole session: the sharded engine's shards."""
+    shards = RedisShards(tmp_path_factory.mktemp("redis-shards"))
+    shards.start()
+    try:
+        yield shards
+    finally:
+        shards.stop()
+
+
+@pytest.fixture(params=[*sorted(ENGINE_FACTORIES), "cluster", "shards"])
 def engine_factory(request: pytest.FixtureRequest) -> EngineFactory:
+    if request.param == "shards":
+        urls = request.getfixturevalue("redis_shards").urls
+
+        def sharded(settings: HistorySettings) -> Engine:
+            return ScratchShardedEngine(urls, settings, prefix=redis_prefix())
+
+        return sharded
     if request.param == "cluster":
         url = request.getfixturevalue("redis_cluster").url
 

@@ -39,13 +39,14 @@ from tickwire.dialects.base import Credential, Handshake
 from tickwire.dialects.core import ConnectionCore, Limits
 from tickwire.engine import Engine, EngineUnavailable, HistorySettings, MemoryEngine
 from tickwire.engine.base import EngineHandler, HistoryResult
-from tickwire.engine.redis import RedisEngine
+from tickwire.engine.redis import RedisEngine, ShardedRedisEngine
 from tickwire.hub import Connection, Hub
 from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.publication import Position, Publication, Snapshot, now_ms
 
-from .conftest import ScratchRedisEngine, redis_prefix, require_redis
+from .conftest import ScratchRedisEngine, ScratchShardedEngine, redis_prefix, require_redis
 from .redis_cluster import RedisCluster
+from .redis_shards import RedisShards
 from .services import REDIS_URL
 
 DEEP = os.environ.get("TICKWIRE_DEEP", "") not in ("", "0")
@@ -237,12 +238,18 @@ class HubMachine(RuleBasedStateMachine):
     ENGINE = "memory"
     #: the Redis engine's URL (a redis+cluster:// one for the cluster run)
     URL = REDIS_URL
+    #: the shards' URLs (the sharded run)
+    URLS: list[str] = []
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         if self.ENGINE == "memory":
             inner: Engine = MemoryEngine(HistorySettings(size=HISTORY, ttl=3600))
+        elif self.ENGINE == "shards":
+            inner = ScratchShardedEngine(
+                self.URLS, HistorySettings(size=HISTORY, ttl=3600), prefix=redis_prefix()
+            )
         else:
             inner = ScratchRedisEngine(
                 self.URL, HistorySettings(size=HISTORY, ttl=3600), prefix=redis_prefix()
@@ -485,6 +492,8 @@ class HubMachine(RuleBasedStateMachine):
         if isinstance(inner, MemoryEngine):
             inner._streams.pop(name, None)
         else:
+            if isinstance(inner, ShardedRedisEngine):
+                inner = inner.shard_for(name)  # the one shard that holds the channel
             assert isinstance(inner, RedisEngine)
             keys = [inner.key(name, "m"), inner.key(name, "h")]
             redis = inner._redis
@@ -716,6 +725,18 @@ def test_hub_state_machine_redis_cluster(redis_cluster: RedisCluster) -> None:
     ClusterMachine.URL = redis_cluster.url
     ClusterMachine.TestCase.settings = SETTINGS
     ClusterMachine.TestCase().runTest()
+
+
+class ShardsMachine(HubMachine):
+    ENGINE = "shards"
+
+
+def test_hub_state_machine_redis_shards(redis_shards: RedisShards) -> None:
+    """The same machine on a 3-shard engine (the machine's three channels place on
+    more than one shard, so its batches span shards)."""
+    ShardsMachine.URLS = redis_shards.urls
+    ShardsMachine.TestCase.settings = SETTINGS
+    ShardsMachine.TestCase().runTest()
 
 
 @pytest.fixture(autouse=True)

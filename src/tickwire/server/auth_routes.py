@@ -32,7 +32,7 @@ from tickwire.auth import (
 from tickwire.auth.nonces import SharedNonces
 from tickwire.auth.ratelimit import RateLimited
 from tickwire.auth.redis_state import RedisNonces, RedisRateLimit
-from tickwire.engine.urls import is_engine_url
+from tickwire.engine.urls import engine_urls, is_engine_url
 from tickwire.model import boundedjson
 from tickwire.server import logredact
 from tickwire.server.config import Config, setting_error
@@ -189,10 +189,12 @@ def shared_nonces(config: Config) -> SharedNonces | None:
     and namespace as the engine); None with the memory engine (one process, its memory)."""
     if not is_engine_url(config.engine):
         return None
-    from tickwire.engine.redis import parse_engine_url
+    from tickwire.engine.redis import home_shard, parse_engine_url
 
+    urls = engine_urls(config.engine)
     try:
-        target = parse_engine_url(config.engine)
+        # several shards: the one the key ``auth`` places on holds them
+        target = parse_engine_url(home_shard(urls) if len(urls) > 1 else urls[0])
     except ValueError as exc:
         raise setting_error(f"engine: {exc}") from None
     if target.sentinels:

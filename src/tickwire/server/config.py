@@ -43,7 +43,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "0.0.0.0"
     #: Port to listen on.
     port: int = 8080
-    #: ``memory`` (embedded, one process) or a ``redis://`` URL (many nodes).
+    #: ``memory`` (embedded, one process), a ``redis://`` URL (many nodes), or several
+    #: Redis URLs separated by spaces, or a TOML list of them: a sharded engine.
     engine: str = "memory"
     #: Publications of history kept per channel.
     history_size: int = 1000
@@ -462,6 +463,9 @@ def load_config(
     merged.update(from_flags)
     origin.update({k: "--" + k.replace("_", "-") for k in from_flags})
     merged["auth"] = {name: merged.pop(name) for name in AUTH_FIELDS if name in merged}
+    shards = merged.get("engine")
+    if isinstance(shards, list) and all(isinstance(url, str) for url in shards):
+        merged["engine"] = " ".join(shards)  # a TOML list of shard URLs
     try:
         return msgspec.convert(merged, Config, strict=False)
     except msgspec.ValidationError as exc:

@@ -13,7 +13,7 @@ from aiohttp import web
 from tickwire.auth import Principal
 from tickwire.dialects.core import ConnectionCore
 from tickwire.engine import Engine, HistorySettings, MemoryEngine
-from tickwire.engine.urls import is_engine_url, redact
+from tickwire.engine.urls import engine_urls, is_engine_url, redact
 from tickwire.hub import CLOSE_SHUTDOWN, Hub, WireFormat
 from tickwire.model.channels import Channel, parse_channel
 from tickwire.model.publication import now_ms
@@ -29,26 +29,31 @@ DigestVerifier = Callable[[str, str, str], Awaitable[Principal]]
 
 
 def make_engine(config: Config) -> Engine:
-    """The engine named by ``config.engine``: ``memory`` or a Redis URL."""
+    """The engine named by ``config.engine``: ``memory``, a Redis URL, or several Redis
+    URLs separated by whitespace (a sharded engine, docs/scaling.md)."""
     settings = HistorySettings(size=config.history_size, ttl=config.history_ttl)
     url = config.engine
     if url == "memory":
         return MemoryEngine(settings)
     if is_engine_url(url):
         try:
-            from tickwire.engine.redis import RedisEngine
+            from tickwire.engine.redis import RedisEngine, ShardedRedisEngine
         except ModuleNotFoundError as exc:  # only a Redis engine needs the redis client
             raise ConfigError(
                 f"config field 'engine': a Redis engine needs the {exc.name!r} package: "
                 "pip install 'tickwire[redis]'"
             ) from None
+        urls = engine_urls(url)
         try:
-            return RedisEngine(url, settings)
+            if len(urls) > 1:
+                return ShardedRedisEngine(urls, settings)
+            return RedisEngine(urls[0], settings)
         except ValueError as exc:
             raise ConfigError(f"config field 'engine': {exc}") from None
     raise ConfigError(
-        f"config field 'engine': expected 'memory' or a redis://, rediss://, unix://, "
-        f"redis+sentinel:// or redis+cluster:// URL, got {redact(url)!r}"
+        f"config field 'engine': expected 'memory', a redis://, rediss://, unix://, "
+        f"redis+sentinel:// or redis+cluster:// URL, or several Redis URLs separated by "
+        f"spaces (shards), got {redact(url)!r}"
     )
 
 

@@ -17,10 +17,20 @@ One module per concern (as centrifuge keeps one file per concern):
 - :mod:`~tickwire.engine.redis.batcher` — publications of one loop iteration, from every
   publisher of the node, in one pipeline;
 - :mod:`~tickwire.engine.redis.pubsub` — the node's pub/sub connection and its loop;
-- :mod:`~tickwire.engine.redis.engine` — :class:`RedisEngine`, which composes them.
+- :mod:`~tickwire.engine.redis.engine` — :class:`RedisEngine`, which composes them;
+- :mod:`~tickwire.engine.redis.shards` — :class:`ShardedRedisEngine`: channels placed
+  over several Redis servers by rendezvous hashing, one :class:`RedisEngine` per shard.
 """
 
 from tickwire.engine.redis.engine import RedisEngine
+from tickwire.engine.redis.shards import ShardedRedisEngine, home_shard, parse_shards
 from tickwire.engine.redis.url import RedisTarget, parse_engine_url
 
-__all__ = ["RedisEngine", "RedisTarget", "parse_engine_url"]
+__all__ = [
+    "RedisEngine",
+    "RedisTarget",
+    "ShardedRedisEngine",
+    "home_shard",
+    "parse_engine_url",
+    "parse_shards",
+]

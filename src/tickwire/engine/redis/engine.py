@@ -249,6 +249,22 @@ class RedisEngine(Engine):
             pubs.append(Publication(channel, int(seq), epoch.decode(), ts, msgspec.Raw(data)))
         return pubs
 
+    async def check_publishable(self, channels: Sequence[str]) -> None:
+        """Raise :class:`EngineError` naming the first of ``channels`` whose keys the
+        publish script would refuse (wrong type, a seq that is not a number), or
+        :class:`EngineUnavailable`; writes nothing. The sharded engine runs it on every
+        shard of a ``publish_many`` before publishing any of it."""
+        if not channels:
+            return
+        keys = [""] + [self.key(c, s) for c in channels for s in ("m", "h")]
+        refused = await self._scripts.eval("check_items", scripts.CHECK_ITEMS, keys, [])
+        if refused:
+            raise EngineError(
+                f"Redis engine publish_many refused {channels[int(refused) - 1]!r}: its keys "
+                "are not this engine's (wrong type, or a seq that is not a number); nothing "
+                "of the batch was published"
+            )
+
     # -- reading --------------------------------------------------------------------------
 
     async def history(

@@ -39,6 +39,7 @@ from tickwire.engine.base import EngineError, EngineUnavailable
 from tickwire.engine.redis.pool import server_refused
 
 __all__ = [
+    "CHECK_ITEMS",
     "HISTORY",
     "POSITION",
     "PUBLISH",
@@ -139,7 +140,7 @@ return {epoch, seq, wanted}
 #: its end). Returns 0 when all pass, else the 1-based index of the first item refused;
 #: if Redis refuses the token itself (out of memory) the script fails: nothing is set.
 #: Either way a refused batch writes nothing.
-CHECK_BATCH = """
+_CHECK_ITEMS = """
 for i = 2, #KEYS, 2 do
   local mt = redis.call('TYPE', KEYS[i]).ok
   local st = redis.call('TYPE', KEYS[i + 1]).ok
@@ -151,9 +152,19 @@ for i = 2, #KEYS, 2 do
     if seq and not tonumber(seq) then return i / 2 end
   end
 end
+"""
+CHECK_BATCH = (
+    _CHECK_ITEMS
+    + """
 redis.call('SET', KEYS[1], 1)
 return 0
 """
+)
+
+#: The same check, writing nothing (KEYS[1] is unused): a sharded engine's
+#: ``publish_many`` runs it on every shard of the batch before publishing anything
+#: (:mod:`tickwire.engine.redis.shards`). Returns 0 or the first refused item's index.
+CHECK_ITEMS = _CHECK_ITEMS + "\nreturn 0\n"
 
 #: KEYS: meta, stream. ARGV: 1 candidate epoch, 2 meta ttl (s). Returns {epoch, seq}.
 POSITION = (
