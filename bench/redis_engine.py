@@ -8,10 +8,16 @@
    process publishes at a fixed rate through its own engine (node A) and each client
    measures the time from just before ``publish()`` to the frame's arrival.
 
+3. With ``--shards N`` (instead of 1 and 2): publications per second into one Redis and
+   into N shards (the sharded engine, docs/scaling.md) in the same run, interleaved, on
+   N+1 private ``redis-server`` processes on free loopback ports that this script starts
+   and stops itself (one for the one-Redis rows, N for the shards).
+
 Everything runs on loopback, bounded in count and time, under a private key prefix that
 is deleted afterwards. Example::
 
     python bench/redis_engine.py --redis redis://127.0.0.1:6379/0
+    python bench/redis_engine.py --shards 3
 """
 
 from __future__ import annotations
@@ -20,19 +26,24 @@ import argparse
 import asyncio
 import json
 import re
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
 import hiredis
 from redis.asyncio.connection import Connection
 
-from tickwire.engine import HistorySettings
-from tickwire.engine.redis import RedisEngine, scripts
+from tickwire.engine import Engine, HistorySettings
+from tickwire.engine.redis import RedisEngine, ShardedRedisEngine, scripts
 from tickwire.engine.urls import redact
 from tickwire.model import Publication
 from tickwire.model.publication import now_ms
@@ -55,7 +66,12 @@ class Counter:
         pass
 
 
-async def delete_prefix(engine: RedisEngine) -> None:
+async def delete_prefix(engine: Engine) -> None:
+    if isinstance(engine, ShardedRedisEngine):
+        for shard in engine.shards.values():
+            await delete_prefix(shard)
+        return
+    assert isinstance(engine, RedisEngine)
     keys = [k async for k in engine._redis.scan_iter(match=f"{engine.prefix}*", count=1000)]
     for i in range(0, len(keys), 1000):
         await engine._redis.unlink(*keys[i : i + 1000])
@@ -71,63 +87,234 @@ async def timed(count: int, counter: Counter, run: Callable[[], Awaitable[None]]
     return count / (time.perf_counter() - t0)
 
 
+def make_engine(urls: Sequence[str], prefix: str, **options: Any) -> Engine:
+    """One Redis engine, or a sharded one over several URLs."""
+    settings = HistorySettings(size=1000, ttl=300)
+    if len(urls) == 1:
+        return RedisEngine(urls[0], settings, prefix=prefix, **options)
+    return ShardedRedisEngine(urls, settings, prefix=prefix, **options)
+
+
+#: The kinds one trade publishes per market, 14 items in all (trades, ticker, book and
+#: candles of several intervals; docs/market-data.md), all placed by the market.
+MARKET_ITEMS = ["trades", "ticker", "book", *(f"candles:{iv}" for iv in ("1m", "5m", "15m"))]
+
+
+def market_channel(kind: str, market: int) -> str:
+    if kind.startswith("candles:"):
+        return f"candles:B{market}:{kind.partition(':')[2]}"
+    return f"{kind}:B{market}"
+
+
+class Node:
+    """A publishing node and a subscribed node on the same engine URLs, and the
+    publishing modes, each timed until the subscribed node received every publication."""
+
+    def __init__(self, urls: Sequence[str], prefix: str, count: int, channels: int) -> None:
+        self.pub = make_engine(urls, prefix, max_connections=64)
+        self.sub = make_engine(urls, prefix)
+        self.counter = Counter()
+        self.count = count
+        self.names = [f"trades:B{i}" for i in range(channels)]
+        self.markets = [
+            [market_channel(MARKET_ITEMS[i % len(MARKET_ITEMS)], m) for i in range(14)]
+            for m in range(channels)
+        ]
+        self.data = json.dumps({"p": "67012.5", "q": "0.015", "side": "buy", "id": 0}).encode()
+
+    async def start(self) -> None:
+        await self.pub.start(Counter())
+        await self.sub.start(self.counter)
+        await self.sub.subscribe({*self.names, *(c for m in self.markets for c in m)})
+
+    async def close(self) -> None:
+        await self.sub.close()
+        await delete_prefix(self.pub)
+        await self.pub.close()
+
+    def modes(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        return [
+            ("publish(), one at a time", self.sequential),
+            ("publish(), 16 concurrent", self.concurrent(16)),
+            ("publish(), 64 concurrent", self.concurrent(64)),
+            ("publish_many(), batches of 100", self.batched(100)),
+        ]
+
+    def shard_modes(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        return [
+            ("publish(), 64 concurrent", self.concurrent(64)),
+            ("publish_many(), batches of 100 (over every shard)", self.batched(100)),
+            ("publish_many(), one market's 14 items, 8 markets at once", self.per_market(8)),
+        ]
+
+    async def run(self, mode: Callable[[], Awaitable[None]], count: int | None = None) -> float:
+        return await timed(count or self.count, self.counter, mode)
+
+    async def sequential(self) -> None:
+        names, data = self.names, self.data
+        for i in range(self.count):
+            await self.pub.publish(names[i % len(names)], data)
+
+    def concurrent(self, workers: int) -> Callable[[], Awaitable[None]]:
+        names, data = self.names, self.data
+
+        async def run() -> None:
+            async def worker(w: int) -> None:
+                for i in range(w, self.count, workers):
+                    await self.pub.publish(names[i % len(names)], data)
+
+            await asyncio.gather(*(worker(w) for w in range(workers)))
+
+        return run
+
+    def batched(self, size: int) -> Callable[[], Awaitable[None]]:
+        names, data, count = self.names, self.data, self.count
+
+        async def run() -> None:
+            for start in range(0, count, size):
+                items = [
+                    (names[i % len(names)], data, None)
+                    for i in range(start, min(count, start + size))
+                ]
+                await self.pub.publish_many(items)
+
+        return run
+
+    def per_market(self, workers: int) -> Callable[[], Awaitable[None]]:
+        """``workers`` markets publishing at once, each ``publish_many`` of one market's
+        14 items (as one trade does): every batch stays on one shard."""
+        data, count = self.data, self.count
+
+        async def run() -> None:
+            async def worker(w: int) -> None:
+                chans = self.markets[w % len(self.markets)]
+                for start in range(w * 14, count, workers * 14):
+                    n = min(14, count - start)
+                    await self.pub.publish_many([(c, data, None) for c in chans[:n]])
+
+            await asyncio.gather(*(worker(w) for w in range(workers)))
+
+        return run
+
+
 async def throughput(
     url: str, prefix: str, count: int, channels: int, repeat: int
 ) -> list[tuple[str, list[float]]]:
-    settings = HistorySettings(size=1000, ttl=300)
-    pub_node = RedisEngine(url, settings, prefix=prefix, max_connections=64)
-    sub_node = RedisEngine(url, settings, prefix=prefix)
-    counter = Counter()
-    await pub_node.start(Counter())
-    await sub_node.start(counter)
-    names = [f"trades:B{i}" for i in range(channels)]
-    await sub_node.subscribe(names)
-    data = json.dumps({"p": "67012.5", "q": "0.015", "side": "buy", "id": 0}).encode()
-    rows: list[tuple[str, list[float]]] = []
+    node = Node([url], prefix, count, channels)
+    await node.start()
     try:
-
-        async def sequential() -> None:
-            for i in range(count):
-                await pub_node.publish(names[i % channels], data)
-
-        def concurrent(workers: int) -> Callable[[], Awaitable[None]]:
-            async def run() -> None:
-                async def worker(w: int) -> None:
-                    for i in range(w, count, workers):
-                        await pub_node.publish(names[i % channels], data)
-
-                await asyncio.gather(*(worker(w) for w in range(workers)))
-
-            return run
-
-        def batched(size: int) -> Callable[[], Awaitable[None]]:
-            async def run() -> None:
-                for start in range(0, count, size):
-                    items = [
-                        (names[i % channels], data, None)
-                        for i in range(start, min(count, start + size))
-                    ]
-                    await pub_node.publish_many(items)
-
-            return run
-
-        await timed(min(count, 2000), counter, concurrent(16))  # warm up
-        modes = [
-            ("publish(), one at a time", sequential),
-            ("publish(), 16 concurrent", concurrent(16)),
-            ("publish(), 64 concurrent", concurrent(64)),
-            ("publish_many(), batches of 100", batched(100)),
-        ]
+        await node.run(node.concurrent(16), min(count, 2000))  # warm up
+        modes = node.modes()
         results: dict[str, list[float]] = {name: [] for name, _ in modes}
         for _ in range(repeat):  # interleaved, so a noisy moment hits every mode alike
             for name, run in modes:
-                results[name].append(await timed(count, counter, run))
-        rows = [(name, results[name]) for name, _ in modes]
+                results[name].append(await node.run(run))
     finally:
-        await sub_node.close()
-        await delete_prefix(pub_node)
-        await pub_node.close()
-    return rows
+        await node.close()
+    return [(name, results[name]) for name, _ in modes]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+#: no persistence; the directory follows
+SERVER_ARGS = ("--save", "", "--appendonly", "no", "--dir")
+
+
+@contextmanager
+def redis_servers(count: int) -> Iterator[list[str]]:
+    """``count`` private redis-servers (no persistence) on free loopback ports, killed
+    and their directory removed at the end."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("--shards needs redis-server on PATH")
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="tickwire-bench-redis-") as workdir:
+        try:
+            ports = []
+            for _ in range(count):
+                port = free_port()
+                ports.append(port)
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            binary,
+                            *("--port", str(port), "--bind", "127.0.0.1"),
+                            *SERVER_ARGS,
+                            workdir,
+                        ],
+                        stdout=subprocess.DEVNULL,
+                    )
+                )
+            deadline = time.monotonic() + 15
+            for port in ports:
+                while True:
+                    try:
+                        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                            s.sendall(b"PING\r\n")
+                            if s.recv(16).startswith(b"+PONG"):
+                                break
+                    except OSError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"redis-server on port {port} did not start")
+                    time.sleep(0.05)
+            yield [f"redis://127.0.0.1:{p}/0" for p in ports]
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+
+
+async def shard_throughput(
+    one: str, shards: list[str], prefix: str, count: int, channels: int, repeat: int
+) -> list[tuple[str, list[float], list[float]]]:
+    """The same modes into one Redis and into ``shards``, interleaved run by run."""
+    single = Node([one], prefix, count, channels)
+    sharded = Node(shards, prefix, count, channels)
+    await single.start()
+    await sharded.start()
+    try:
+        for node in (single, sharded):
+            await node.run(node.concurrent(16), min(count, 2000))  # warm up
+        names = [name for name, _ in single.shard_modes()]
+        got: dict[tuple[str, int], list[float]] = {}
+        for _ in range(repeat):
+            for i, node in enumerate((single, sharded)):
+                for name, run in node.shard_modes():
+                    got.setdefault((name, i), []).append(await node.run(run))
+    finally:
+        await single.close()
+        await sharded.close()
+    return [(name, got[(name, 0)], got[(name, 1)]) for name in names]
+
+
+async def shards_main(args: argparse.Namespace) -> None:
+    prefix = f"twbench:{uuid.uuid4().hex[:8]}:"
+    with redis_servers(args.shards + 1) as urls:
+        one, shards = urls[0], urls[1:]
+        probe = ShardedRedisEngine(shards)
+        spread = [probe.shard_name(f"trades:B{i}") for i in range(args.channels)]
+        print(
+            f"One Redis vs {args.shards} shards ({args.shards + 1} private redis-servers on "
+            f"loopback, the client in this one process); {args.count} publications per run, "
+            f"{args.channels} markets (per shard: "
+            f"{', '.join(str(spread.count(n)) for n in probe.names)}), every publication "
+            f"delivered to a subscribed node; median of {args.repeat} runs:\n"
+        )
+        rows = await shard_throughput(one, shards, prefix, args.count, args.channels, args.repeat)
+        floor = await raw_floor(one, prefix, args.count, args.channels, args.repeat)
+    print(f"| mode | one Redis | {args.shards} shards | ratio |\n|---|---:|---:|---:|")
+    for name, single, sharded in rows:
+        a, b = statistics.median(single), statistics.median(sharded)
+        print(f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f} |")
+    print(
+        "| raw floor: the script pipelined on one socket to one Redis, no client | "
+        f"{statistics.median(floor):,.0f} | | |"
+    )
 
 
 async def raw_floor(url: str, prefix: str, count: int, channels: int, repeat: int) -> list[float]:
@@ -276,6 +463,9 @@ async def latency(
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.shards:
+        await shards_main(args)
+        return
     prefix = f"twbench:{uuid.uuid4().hex[:8]}:"
     print(f"Redis engine benchmark against {redact(args.redis)} (prefix {prefix})\n")
     rows = await throughput(args.redis, prefix, args.count, args.channels, args.repeat)
@@ -308,6 +498,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=2000.0, help="publications/s (latency run)")
     p.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     p.add_argument("--clients", type=int, default=10, help="WebSocket clients on node B")
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        help="compare one Redis with this many shards (private redis-servers; skips 1 and 2)",
+    )
     return p.parse_args(argv)
 
 
