@@ -326,6 +326,56 @@ async def test_adding_a_shard_forgets_moved_channels_on_their_old_shard(
         await again.close()
 
 
+async def _publish_on(urls: list[str], prefix: str, channel: str, n: int) -> Position:
+    """Start an engine on ``urls`` (one URL: the plain engine), publish ``n`` times."""
+    eng = (
+        RedisEngine(urls[0], SETTINGS, prefix=prefix)
+        if len(urls) == 1
+        else ShardedRedisEngine(urls, SETTINGS, prefix=prefix)
+    )
+    await eng.start(Recorder())
+    try:
+        pub = None
+        for i in range(n):
+            pub = await eng.publish(channel, body(i), snapshot=body(i))
+        assert pub is not None
+        return pub.position
+    finally:
+        await eng.close()
+
+
+@pytest.mark.parametrize("between", ["two shards", "one plain Redis"])
+async def test_a_shard_that_rejoins_forgets_every_channel_it_held(
+    redis_shards: RedisShards, between: str
+) -> None:
+    """s3 leaves the set (two shards, or one plain Redis on s1) and comes back: its
+    channels were published elsewhere meanwhile, so what it still holds is stale and a
+    client holding the old epoch must not resume it as if nothing had happened."""
+    prefix = redis_prefix()
+    urls = redis_shards.urls
+    probe = ShardedRedisEngine(urls)
+    channel = f"book:{symbols_on(probe)['s3']}"
+    try:
+        first = await _publish_on(urls, prefix, channel, 3)
+        meanwhile = urls[:2] if between == "two shards" else [urls[0]]
+        elsewhere = await _publish_on(meanwhile, prefix, channel, 2)
+        assert elsewhere.epoch != first.epoch
+        back = ScratchShardedEngine(urls, SETTINGS, prefix=prefix)
+        await back.start(Recorder())
+        try:
+            assert back.forgotten >= 2  # s3's meta and stream of the channel
+            res = await back.history(channel, first)
+            assert not res.recovered  # not the old epoch, resumed with a gap
+            assert res.position.epoch not in (first.epoch, elsewhere.epoch)
+            assert await back.snapshot(channel) is None
+        finally:
+            await back.close()
+    finally:
+        for shard in ShardedRedisEngine(urls, prefix=prefix).shards.values():
+            await delete_prefix(shard)
+            await shard.close()
+
+
 async def test_clients_of_a_moved_channel_get_recovered_false_and_a_snapshot(
     redis_shards: RedisShards,
 ) -> None:

@@ -110,6 +110,10 @@ class RedisEngine(Engine):
         self._task: asyncio.Task[None] | None = None
         #: state channels whose publisher (in this process) is asked for a snapshot
         self._wanted: set[str] = set()
+        #: True for an engine of its own (not one shard of a sharded engine): its start
+        #: records that this Redis served alone (an empty ``<prefix>:shards``), so that a
+        #: sharded engine that later includes it knows the other shards' keys are stale
+        self.solo = True
 
     # -- connections ----------------------------------------------------------------------
 
@@ -138,6 +142,8 @@ class RedisEngine(Engine):
         pubsub.closing = False
         try:
             await self._redis.ping()
+            if self.solo and not self.sharded:
+                await self._redis.set(f"{self.prefix}:shards", b"")
         except (RedisError, OSError) as exc:
             raise self._scripts.unavailable(exc, "start") from exc
         self._task = asyncio.create_task(pubsub.run(), name="tickwire-redis-pubsub")

@@ -15,9 +15,11 @@ highest: about 1/(n+1) of them, every one *to* the new shard.
 
 **A moved channel** finds no meta on its new shard: it starts a new epoch there, so a
 client resuming with the old epoch gets ``recovered: false`` and a fresh snapshot. Each
-shard records the set of shard names it was last started with (``<prefix>:shards``);
-a node that finds a different set deletes the keys of the channels that no longer belong
-to that shard, so a channel that later moves back cannot resume a stale epoch.
+shard records the set of shard names it was last started with (``<prefix>:shards``; a
+plain one-Redis engine records an empty set). A node whose set differs deletes, on each
+shard, the keys of the channels that no longer place there — and every channel key of a
+shard that another shard of the set last served without — so that a channel that comes
+back to a shard cannot resume the stale epoch it left there.
 
 **publish_many** whose items all place on one shard (one market's trade: trades, ticker,
 candles, book) is that shard's all-or-nothing transaction. One that spans shards
@@ -198,6 +200,7 @@ class ShardedRedisEngine(Engine):
         for spec in specs:
             shard = RedisEngine(spec.url, self.settings, prefix=prefix, **options)
             shard.stats = self.stats  # one count for the node, whichever shard took it
+            shard.solo = False  # the records of the shard set are this engine's
             self.shards[spec.name] = shard
         self.names: tuple[str, ...] = tuple(self.shards)
         self.prefix = next(iter(self.shards.values())).prefix
@@ -245,51 +248,89 @@ class ShardedRedisEngine(Engine):
     async def start(self, handler: EngineHandler) -> None:
         """Start every shard (each its own pub/sub loop delivering to ``handler``; a
         reconnect of one calls ``handler.on_resync()``, which checks every channel), then
-        forget the channels a shard no longer holds. Any shard failing fails the start."""
-        shards = list(self.shards.values())
-        results = await asyncio.gather(*(s.start(handler) for s in shards), return_exceptions=True)
+        forget what a shard holds that may be stale (:meth:`_forget_moved`). Any shard
+        failing fails the start."""
+        shards = list(self.shards.items())
+        results = await asyncio.gather(
+            *(self._record(shard) for _, shard in shards), return_exceptions=True
+        )
         failed = [r for r in results if isinstance(r, BaseException)]
+        records = {
+            name: None if isinstance(r, BaseException) else r
+            for (name, _), r in zip(shards, results, strict=True)
+        }
+        if not failed:
+            results = await asyncio.gather(
+                *(s.start(handler) for _, s in shards), return_exceptions=True
+            )
+            failed = [r for r in results if isinstance(r, BaseException)]
         if not failed:
             try:
-                await asyncio.gather(*(self._forget_moved(n, s) for n, s in self.shards.items()))
+                await asyncio.gather(
+                    *(self._forget_moved(name, shard, records) for name, shard in shards)
+                )
             except BaseException as exc:
                 failed.append(exc)
         if failed:
             await self.close()
             raise failed[0]
 
-    async def _forget_moved(self, name: str, shard: RedisEngine) -> None:
-        """When ``shard`` last served another set of shards, delete the keys of the
-        channels that no longer place on it (they start a new epoch where they live now;
-        stale ones left here would be resumed if the channel came back)."""
-        client = shard._redis
-        record = f"{shard.prefix}:{RECORD}"
-        current = " ".join(self.names).encode()
+    async def _record(self, shard: RedisEngine) -> tuple[str, ...] | None:
+        """The shard names ``shard`` last served (``()``: it served alone, as the one
+        Redis of a plain engine; None: never recorded)."""
         try:
-            if await client.get(record) == current:
-                return
-            head = f"{shard.prefix}{{"
-            pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in head) + "*"
-            stale: list[str] = []
+            raw = await shard._redis.get(f"{shard.prefix}:{RECORD}")
+        except (RedisError, OSError) as exc:
+            raise shard._scripts.unavailable(exc, "start") from exc
+        if raw is None:
+            return None
+        return tuple(bytes(raw).decode(errors="replace").split())
+
+    async def _forget_moved(
+        self, name: str, shard: RedisEngine, records: dict[str, tuple[str, ...] | None]
+    ) -> None:
+        """Delete what ``shard`` holds that may be stale, by the shard names each shard
+        recorded at its last start:
+
+        - another shard of the set last served without this one (or served alone): every
+          channel of this shard was placed elsewhere meanwhile, so all its channel keys
+          go;
+        - else, this shard last served another set: the keys of the channels that no
+          longer place on it go (they start a new epoch where they live now; left here,
+          they would be resumed if the channel came back).
+
+        Then the shard records the current set."""
+        client = shard._redis
+        current = " ".join(self.names)
+        own = records.get(name)
+        absent = any(
+            rec is not None and name not in rec for other, rec in records.items() if other != name
+        )
+        if not absent and own == self.names:
+            return
+        head = f"{shard.prefix}{{"
+        pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in head) + "*"
+        stale: list[str] = []
+        try:
             async for raw in client.scan_iter(match=pattern, count=1000):
-                key = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+                key = bytes(raw).decode(errors="replace")
                 end = key.rfind("}:")
                 if end <= len(head):
                     continue
-                channel = key[len(head) : end]
-                if self._place(channel) != name:
+                if absent or self._place(key[len(head) : end]) != name:
                     stale.append(key)
             for i in range(0, len(stale), 500):
                 await client.unlink(*stale[i : i + 500])
-            await client.set(record, current)
+            await client.set(f"{shard.prefix}:{RECORD}", current)
         except (RedisError, OSError) as exc:
             raise shard._scripts.unavailable(exc, "start") from exc
         if stale:
             self.forgotten += len(stale)
             log.warning(
-                "sharded Redis engine: shard %s served other shards before; deleted %d keys "
-                "of channels that now live on another shard",
+                "sharded Redis engine: shard %s served %s before; deleted %d keys of "
+                "channels that may be stale on it",
                 name,
+                "without this set" if absent else "another set of shards",
                 len(stale),
             )
 

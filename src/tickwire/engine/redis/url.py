@@ -32,15 +32,22 @@ class RedisTarget:
     cluster: tuple[tuple[str, int], ...] = ()
 
 
+#: tickwire's own URL options, taken out before redis-py sees the URL: ``prefix``, and
+#: ``shard`` (a shard's name, read by :mod:`~tickwire.engine.redis.shards`; one URL alone
+#: is the plain engine, which ignores it)
+OWN_OPTIONS = ("prefix", "shard")
+
+
 def _take_prefix(url: str) -> tuple[str, str | None]:
-    """Split tickwire's own ``prefix`` option off the URL's query (redis-py would reject it)."""
+    """Split tickwire's own options off the URL's query (redis-py would reject them);
+    returns the URL without them and the ``prefix``, if any."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    prefixes = [v for k, v in query if k == "prefix"]
-    if not prefixes:
+    if not any(k in OWN_OPTIONS for k, _ in query):
         return url, None
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return parts._replace(query=rest).geturl(), prefixes[-1]
+    prefixes = [v for k, v in query if k == "prefix"]
+    rest = urlencode([(k, v) for k, v in query if k not in OWN_OPTIONS])
+    return parts._replace(query=rest).geturl(), prefixes[-1] if prefixes else None
 
 
 def parse_engine_url(url: str) -> RedisTarget:
