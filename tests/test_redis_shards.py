@@ -213,6 +213,9 @@ async def test_publications_of_every_shard_reach_the_node(
     await eng.subscribe(channels)
     for shard in eng.shards.values():
         assert len(shard.subscribed) == 1  # each channel only on its own shard
+        listing = await shard._redis.client_list(_type="pubsub")
+        mine = [c for c in listing if c.get("name") == f"tickwire:{shard.node_id}"]
+        assert len(mine) == 1 and mine[0]["sub"] == "1"  # one pub/sub connection per shard
     assert eng.subscribed == set(channels)
     pubs = [await eng.publish(c, body(i)) for i, c in enumerate(channels)]
     await rec.wait(lambda: len(rec.pubs) == 3)
