@@ -133,13 +133,7 @@ return {epoch, seq, wanted}
 """
 )
 
-#: The first command of a ``publish_many`` transaction. KEYS: the batch token, then each
-#: item's meta and stream. Checks every item as its PUBLISH will find it (a meta that is
-#: a hash or absent with a numeric seq, a stream that is a stream or absent) and only
-#: then sets the token every PUBLISH of the batch requires (the transaction deletes it at
-#: its end). Returns 0 when all pass, else the 1-based index of the first item refused;
-#: if Redis refuses the token itself (out of memory) the script fails: nothing is set.
-#: Either way a refused batch writes nothing.
+# The key check CHECK_BATCH and CHECK_ITEMS share.
 _CHECK_ITEMS = """
 for i = 2, #KEYS, 2 do
   local mt = redis.call('TYPE', KEYS[i]).ok
@@ -153,6 +147,14 @@ for i = 2, #KEYS, 2 do
   end
 end
 """
+
+#: The first command of a ``publish_many`` transaction. KEYS: the batch token, then each
+#: item's meta and stream. Checks every item as its PUBLISH will find it (a meta that is
+#: a hash or absent with a numeric seq, a stream that is a stream or absent) and only
+#: then sets the token every PUBLISH of the batch requires (the transaction deletes it at
+#: its end). Returns 0 when all pass, else the 1-based index of the first item refused;
+#: if Redis refuses the token itself (out of memory) the script fails: nothing is set.
+#: Either way a refused batch writes nothing.
 CHECK_BATCH = (
     _CHECK_ITEMS
     + """
