@@ -295,7 +295,8 @@ async def shard_throughput(
 async def shards_main(args: argparse.Namespace) -> None:
     prefix = f"twbench:{uuid.uuid4().hex[:8]}:"
     with redis_servers(args.shards + 1) as urls:
-        one, shards = urls[0], urls[1:]
+        # named s1, s2, …: the same placement in every run (the ports differ)
+        one, shards = urls[0], [f"{u}?shard=s{i}" for i, u in enumerate(urls[1:], 1)]
         probe = ShardedRedisEngine(shards)
         spread = [probe.shard_name(f"trades:B{i}") for i in range(args.channels)]
         print(
