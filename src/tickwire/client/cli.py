@@ -37,6 +37,7 @@ Settings come from flags > environment (TICKWIRE_*) > config file > defaults
 examples:
   tickwire serve --demo
   tickwire serve --host 127.0.0.1 --port 8080 --engine redis://127.0.0.1:6379/0
+  tickwire serve --engine redis://127.0.0.1:6379/0 --workers 4   # 4 processes, one port
   TICKWIRE_PUBLISH_TOKEN=... tickwire serve --config tickwire.toml
 """
 
@@ -56,6 +57,15 @@ def _serve_parser(sub: Any) -> None:
         "--opcode-port", type=int, help="also serve the opcode dialect at / of this port"
     )
     p.add_argument("--engine", help="'memory' (default) or a redis:// URL")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes on the port (default 0: one per CPU with a Redis engine, "
+        "else 1; docs/scaling.md)",
+    )
+    # set by the supervisor of --workers for the processes it starts (not for people)
+    p.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--demo", action="store_const", const=True, help="run the demo market")
     p.add_argument("--seed", type=int, help="demo market seed (deterministic)")
     p.add_argument("--demo-rate", type=float, help="demo market speed factor")
@@ -79,15 +89,22 @@ def _serve_parser(sub: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from tickwire.server.app import ListenError, serve
-    from tickwire.server.config import ConfigError, load_config
+    from tickwire.server.config import ConfigError, load_config, worker_count
+    from tickwire.server.supervisor import run_worker, supervise
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
+    internal = ("func", "command", "config", "worker_of", "worker_index")
+    flags = {k: v for k, v in vars(args).items() if k not in internal}
     try:
+        if args.worker_of is not None:
+            return run_worker(args.worker_of, args.worker_index)
         config = load_config(flags, file=args.config)
     except ConfigError as exc:
         print(f"tickwire: {exc}", file=sys.stderr)
         return 2
     try:
+        workers = worker_count(config)
+        if workers > 1:
+            return supervise(config, workers)
         serve(config)
     except (ConfigError, ListenError) as exc:  # a bad engine URL, a port in use…
         print(f"tickwire: {exc}", file=sys.stderr)

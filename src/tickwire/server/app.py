@@ -6,10 +6,13 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import os
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Protocol
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 METRICS_KEY: web.AppKey[CollectorRegistry] = web.AppKey("metrics", CollectorRegistry)
 #: The opcode dialect as mounted on this node (bound to its logon sessions).
 OPCODE_KEY: web.AppKey[type[Opcode]] = web.AppKey("opcode", type)
+#: The response header naming the ``tickwire serve --workers`` worker that answered.
+WORKER_HEADER = "X-Tickwire-Worker"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -58,15 +63,31 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
-def build_app(config: Config, node: Node | None = None) -> web.Application:
-    """The whole gateway as an aiohttp application (started and stopped with it)."""
-    node = node or Node(config)
+def build_app(
+    config: Config, node: Node | None = None, *, worker: int | None = None
+) -> web.Application:
+    """The whole gateway as an aiohttp application (started and stopped with it).
+
+    ``worker``: this process is that worker of ``tickwire serve --workers N``. Every
+    response then names it (``X-Tickwire-Worker``, and ``tickwire_worker`` in /metrics),
+    and only worker 0 runs the publishers a deployment may run once (the demo market, the
+    ``synthetic`` publisher, the RabbitMQ ingest); the others serve their channels."""
+    singletons = worker is None or worker == 0
+    node = node or Node(config, singletons=singletons)
     app = web.Application(
         client_max_size=max(config.max_frame_hard_bytes, 1 << 20),
         middlewares=[header_deadline_met],
     )
     app[NODE_KEY] = node
     app[METRICS_KEY] = metrics.make_registry(node)
+    if worker is not None:
+        name = str(worker)
+
+        async def worker_header(request: web.Request, response: web.StreamResponse) -> None:
+            response.headers[WORKER_HEADER] = name
+
+        app.on_response_prepare.append(worker_header)
+        app[METRICS_KEY].register(metrics.WorkerCollector(worker, os.getpid()))
     install_dashboard(app)  # GET / and /static/*: the live page (docs/dashboard.md)
     mount(app, node, Native, config.native_paths)
     install_socketio(app, node)  # Market Prophit: Socket.IO, Engine.IO 3 and 4
@@ -101,9 +122,13 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     # Market data: gateway, publish + book HTTP API, demo market (docs/market-data.md).
     # The publish API's failed credential checks count against the limiter of /jwt, /login.
     gateway = install_market_data(
-        app, config, node, publisher_keys=auth.verify_secret, limiter=auth.rate_limiter
+        app,
+        config if singletons else msgspec.structs.replace(config, demo=False),
+        node,
+        publisher_keys=auth.verify_secret,
+        limiter=auth.rate_limiter,
     )
-    ingest = install_amqp(config, node, gateway)
+    ingest = install_amqp(config, node, gateway) if singletons else None
     if ingest is not None:
         app[INGEST_KEY] = ingest
         app[METRICS_KEY].register(metrics.IngestCollector(ingest.stats))
@@ -139,11 +164,17 @@ def make_runner(
 
 
 async def start_site(
-    runner: web.AppRunner, config: Config, host: str | None = None, port: int | None = None
+    runner: web.AppRunner,
+    config: Config,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> GuardedSite:
     """Listen on ``host:port`` (default: the config's) with the connection guard's limits:
     header deadline, connections per address, masked frames, the sockets' send buffer
-    (tickwire.server.guard)."""
+    (tickwire.server.guard). ``reuse_port``: ``SO_REUSEPORT``, so that the workers of one
+    supervisor listen on the same port and the kernel spreads connections over them."""
     guard = ConnectionGuard(
         header_timeout=config.header_timeout,
         max_per_address=config.max_connections_per_address,
@@ -155,6 +186,7 @@ async def start_site(
         config.port if port is None else port,
         guard,
         reuse_address=True,
+        reuse_port=reuse_port or None,
     )
     await site.start()
     return site
@@ -284,21 +316,40 @@ class ListenError(Exception):
         self.host, self.port = host, port
 
 
-def serve(config: Config) -> None:
+class WorkerSeat(Protocol):
+    """What a worker of ``tickwire serve --workers`` tells its supervisor, and hears from
+    it (tickwire.server.supervisor)."""
+
+    #: The worker's number, 0 to N-1 (worker 0 runs the singletons).
+    index: int
+
+    def listening(self, port: int, opcode_port: int | None) -> None:
+        """Called once, when every site listens."""
+
+    def supervisor_gone(self) -> Awaitable[None]:
+        """Completes when the supervisor is gone (then the worker drains and exits)."""
+
+
+def serve(config: Config, *, worker: WorkerSeat | None = None) -> None:
     """Run a node until SIGINT/SIGTERM; on either, drain clients (close 3001) and exit.
 
-    Raises :class:`ListenError` when the address cannot be bound."""
+    As a ``worker`` of a supervisor: listen with ``SO_REUSEPORT`` on the port the
+    supervisor reserved, tell it instead of printing the banner, and drain too when the
+    supervisor is gone. Raises :class:`ListenError` when the address cannot be bound."""
+    where = "" if worker is None else f" worker {worker.index}"
     logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=config.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s",
     )
     install_uvloop()
+    reuse_port = worker is not None
 
     async def main() -> None:
-        app = build_app(config)
+        app = build_app(config, worker=None if worker is None else worker.index)
         runner = make_runner(app, config)
         await runner.setup()
         try:
-            await start_site(runner, config)
+            await start_site(runner, config, reuse_port=reuse_port)
         except OSError as exc:
             await runner.cleanup()
             raise ListenError(config.host, config.port, exc) from None
@@ -309,22 +360,42 @@ def serve(config: Config) -> None:
             port_runner = make_runner(build_opcode_port_app(app), config)
             await port_runner.setup()
             try:
-                await start_site(port_runner, config, port=config.opcode_port)
+                await start_site(
+                    port_runner, config, port=config.opcode_port, reuse_port=reuse_port
+                )
             except OSError as exc:
                 await runner.cleanup()
                 raise ListenError(config.host, config.opcode_port, exc) from None
             opcode_port = int(port_runner.addresses[0][1])
             runners.insert(0, port_runner)  # stopped first: the node stops with the main app
-        lines = [f"tickwire listening on {config.host}:{port} (engine: {redact(config.engine)})"]
-        lines += [f"  {name:<17} {url}" for name, url in urls(config, port, opcode_port)]
-        print("\n".join(lines), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        watch: asyncio.Future[None] | None = None
+        if worker is None:
+            print("\n".join(banner(config, port, opcode_port)), flush=True)
+        else:
+            worker.listening(port, opcode_port)
+            watch = asyncio.ensure_future(worker.supervisor_gone())
+            watch.add_done_callback(lambda _: stop.set())
         await stop.wait()
-        log.info("shutting down: draining clients")
+        if watch is not None and watch.done():
+            log.warning("the supervisor is gone: draining clients")
+        else:
+            log.info("shutting down: draining clients")
         for each in runners:
             await each.cleanup()
+        if watch is not None:
+            watch.cancel()
 
     asyncio.run(main())
+
+
+def banner(
+    config: Config, port: int, opcode_port: int | None = None, workers: int = 1
+) -> list[str]:
+    """The lines ``tickwire serve`` prints once it listens."""
+    how = f"engine: {redact(config.engine)}" + (f", {workers} workers" if workers > 1 else "")
+    lines = [f"tickwire listening on {config.host}:{port} ({how})"]
+    return lines + [f"  {name:<17} {url}" for name, url in urls(config, port, opcode_port)]

@@ -46,6 +46,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: ``memory`` (embedded, one process), a ``redis://`` URL (many nodes), or several
     #: Redis URLs separated by spaces, or a TOML list of them: a sharded engine.
     engine: str = "memory"
+    #: Worker processes ``tickwire serve`` runs on the same port (``SO_REUSEPORT``),
+    #: sharing channels through the engine (docs/scaling.md, Workers). 0: one per CPU
+    #: this process may run on when the engine spans processes (Redis), else 1. More
+    #: than 1 needs such an engine: the memory engine is one process.
+    workers: int = 0
     #: Publications of history kept per channel.
     history_size: int = 1000
     #: Seconds of history kept per channel.
@@ -233,6 +238,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         paths = "a non-empty list of distinct paths, each starting with '/'"
         checks: list[tuple[str, bool, str]] = [
             ("port", 0 <= self.port <= 65535, "an integer from 0 to 65535"),
+            ("workers", self.workers >= 0, "an integer >= 0 (0: one per CPU)"),
+            (
+                "workers",
+                self.workers <= 1 or spans_processes(self.engine),
+                "0 or 1 with the memory engine, which is one process (a redis:// engine "
+                "shares channels between workers)",
+            ),
             ("history_size", self.history_size >= 1, "an integer >= 1"),
             ("history_ttl", self.history_ttl > 0, positive),
             ("max_recover", self.max_recover >= 0, "an integer >= 0"),
@@ -348,6 +360,25 @@ FIELDS: tuple[str, ...] = (
     *(f for f in Config.__struct_fields__ if f != "auth"),
     *AUTH_FIELDS,
 )
+
+
+def spans_processes(engine: str) -> bool:
+    """Whether an engine URL names an engine several processes share (every engine but
+    the embedded ``memory`` one)."""
+    return engine != "memory"
+
+
+def worker_count(config: Config) -> int:
+    """How many worker processes ``tickwire serve`` runs for ``config``: ``workers``, or
+    for 0 one per CPU this process may run on when the engine spans processes, else 1."""
+    if config.workers:
+        return config.workers
+    if not spans_processes(config.engine):
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 #: Names the auth layer's messages start with, where they differ from the field's.
 _SETTING_FIELDS = {"secret": "auth_secret", "bearer key": "bearer_public_key"}

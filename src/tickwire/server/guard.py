@@ -248,7 +248,7 @@ async def header_deadline_met(
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections are :class:`GuardedRequestHandler`\\ s."""
 
-    __slots__ = ("_guard", "_host", "_port", "_reuse_address")
+    __slots__ = ("_guard", "_host", "_port", "_reuse_address", "_reuse_port")
 
     def __init__(
         self,
@@ -258,6 +258,7 @@ class GuardedSite(web.BaseSite):
         guard: ConnectionGuard,
         *,
         reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
         backlog: int = 128,
     ) -> None:
         super().__init__(runner, backlog=backlog)
@@ -265,6 +266,7 @@ class GuardedSite(web.BaseSite):
         self._port = port
         self._guard = guard
         self._reuse_address = reuse_address
+        self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
@@ -291,4 +293,5 @@ class GuardedSite(web.BaseSite):
             self._port,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
         )

@@ -165,6 +165,23 @@ class IngestCollector(Collector):
         )
 
 
+class WorkerCollector(Collector):
+    """Which ``tickwire serve --workers`` worker answered: every figure of a scrape is
+    that one process's."""
+
+    def __init__(self, index: int, pid: int) -> None:
+        self.index, self.pid = index, pid
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "tickwire_worker",
+            "1, labelled with the worker (of tickwire serve --workers) whose figures these are.",
+            labels=["worker", "pid"],
+        )
+        info.add_metric([str(self.index), str(self.pid)], 1)
+        yield info
+
+
 def make_registry(node: Node) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(node))

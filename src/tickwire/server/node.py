@@ -61,7 +61,12 @@ class Node:
     """Everything one gateway process runs. The server package is the only place that
     builds one; dialect shells reach the core through it."""
 
-    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+    def __init__(
+        self, config: Config, engine: Engine | None = None, *, singletons: bool = True
+    ) -> None:
+        """``singletons``: run the publishers only one process of a deployment may run
+        (here the ``synthetic`` one); a ``tickwire serve --workers`` worker other than
+        worker 0 serves their channels without running them."""
         self.config = config
         self.engine = engine or make_engine(config)
         self.hub = Hub(
@@ -92,17 +97,18 @@ class Node:
         #: The benchmark publisher, when ``config.synthetic`` asks for one.
         self.synthetic: SyntheticPublisher | None = None
         if config.synthetic:
-            self._add_synthetic(config.synthetic)
+            self._add_synthetic(config.synthetic, run=singletons)
 
-    def _add_synthetic(self, spec: str) -> None:
+    def _add_synthetic(self, spec: str, *, run: bool = True) -> None:
         """Serve the benchmark publisher's channels and run it with the node."""
         from tickwire.ingest.synthetic import SyntheticPublisher, parse_synthetic
 
         streams = parse_synthetic(spec)
         for stream in streams:
             self.markets.update(parse_channel(name).symbol for name in stream.channels)
-        self.synthetic = SyntheticPublisher(self.engine, streams)
-        self.background.append(self.synthetic.run)
+        if run:
+            self.synthetic = SyntheticPublisher(self.engine, streams)
+            self.background.append(self.synthetic.run)
 
     def close_revoked(self, key_names: set[str]) -> int:
         """Close every connection acting with one of ``key_names``; returns how many."""
