@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -351,6 +352,33 @@ async def test_a_crash_loop_backs_off_doubling() -> None:
         await asyncio.gather(run, return_exceptions=True)
     assert restarts.delays[:5] == [0.1, 0.2, 0.4, 0.8, 1.6]
     assert supervisor.workers[0].restarts >= 4
+
+
+#: A stand-in worker that records the config it was given and waits for its supervisor.
+RECORDING = (
+    "import sys, json; line = sys.stdin.buffer.readline(); "
+    "open(sys.argv[1] + sys.argv[-1], 'wb').write(line); "
+    f"sys.stdout.buffer.write({READY!r}); sys.stdout.flush(); sys.stdin.buffer.read()"
+)
+
+
+async def test_workers_share_one_random_auth_secret_when_none_is_set(tmp_path: Path) -> None:
+    config = Config(host="127.0.0.1", port=0, engine=REDIS_URL, workers=2)
+    command = [sys.executable, "-c", RECORDING, str(tmp_path / "worker-")]
+    supervisor = Supervisor(config, 2, command=command)
+    run = asyncio.create_task(supervisor.run())
+    try:
+        async with asyncio.timeout(30):
+            await supervisor.ready.wait()  # the stand-ins wrote their files before READY
+        supervisor.stopping.set()
+        assert await run == 0  # each stand-in ended by the SIGTERM passed on to it
+    finally:
+        supervisor.stopping.set()
+        await asyncio.gather(run, return_exceptions=True)
+    seen = [json.loads((tmp_path / f"worker-{i}").read_bytes()) for i in (0, 1)]
+    assert seen[0] == seen[1]
+    assert len(seen[0]["auth_secret"]) >= 32 and config.auth_secret is None
+    assert seen[0]["port"] != 0  # port 0 is resolved once, for every worker
 
 
 async def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_code() -> None:

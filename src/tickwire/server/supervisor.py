@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -110,6 +111,8 @@ class Supervisor:
         self.workers = [WorkerProcess(i) for i in range(workers)]
         self.command = list(command or [sys.executable, "-m", "tickwire", "serve"])
         self.stopping = asyncio.Event()
+        #: Set once every worker listens (before the banner).
+        self.ready = asyncio.Event()
         self._config_line = b""
 
     async def run(self) -> int:
@@ -126,6 +129,15 @@ class Supervisor:
                 raise
             held += more
         config = msgspec.structs.replace(self.config, port=port, opcode_port=opcode_port)
+        if not config.auth_secret:
+            # one random secret for all workers: a token or session key made by one is
+            # valid on all (it signs HS256 tokens and derives the session keys)
+            config = msgspec.structs.replace(config, auth_secret=secrets.token_urlsafe(48))
+            log.warning(
+                "auth: no secret configured (TICKWIRE_AUTH_SECRET): the workers share a "
+                "random one; tokens and session keys end when this supervisor does and work "
+                "on its workers only"
+            )
         self._config_line = msgspec.json.encode(config) + b"\n"
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -133,6 +145,7 @@ class Supervisor:
         try:
             code = await self._start_all()
             if code is None:
+                self.ready.set()
                 print(
                     "\n".join(banner(self.config, port, opcode_port, len(self.workers))),
                     flush=True,
