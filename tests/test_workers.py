@@ -80,10 +80,13 @@ class Served:
     async def close(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()  # the workers see their stdin close and exit too
-            await self.proc.wait()
         try:  # the pipes end when the workers, which share them, have exited too
             async with asyncio.timeout(30):
+                if self.proc is not None:
+                    await self.proc.wait()
                 await asyncio.gather(*self._tasks)
+        except TimeoutError:
+            raise AssertionError("workers still running: " + "".join(self.stderr[-30:])) from None
         finally:
             for task in self._tasks:
                 task.cancel()
@@ -395,11 +398,11 @@ async def test_the_demo_market_runs_in_worker_0_only(prefix: str) -> None:
     try:
         await served.start()
         ids: list[int] = []
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(30):
             ws_url = served.http.replace("http://", "ws://") + "/ws"
             async with session.ws_connect(ws_url) as ws:
                 await ws.send_json({"id": 1, "op": "subscribe", "channels": [TRADES]})
-                async with asyncio.timeout(30):
+                if True:
                     while len(ids) < 12:
                         data = await ws.receive_json()
                         if data.get("type") == "pub":
@@ -431,3 +434,30 @@ def test_only_worker_0_builds_the_singletons() -> None:
         assert (INGEST_KEY in app) is runs
         assert "BENCH" in node.markets  # every worker serves the synthetic channels
         assert "Gateway" in owners  # sentiment periods close in every worker's gateway
+
+
+async def test_node_stop_ends_a_task_that_swallows_its_cancellation() -> None:
+    """A worker must exit when told to: a background task that went on after its
+    cancellation (as the demo market did on Redis) kept a stopping worker alive."""
+    from tickwire.server.node import Node
+
+    node = Node(Config(key_store=":memory:"))
+    entered = asyncio.Event()
+    swallowed: list[int] = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                entered.set()
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(1)  # as a library that turns it into an error it retries
+
+    node.background.append(stubborn)
+    await node.start()
+    await entered.wait()
+    async with asyncio.timeout(30):
+        await node.stop()
+    assert swallowed == [1] and not node.started

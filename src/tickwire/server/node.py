@@ -145,10 +145,16 @@ class Node:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
-                await task
-            except BaseException:
-                pass
+            # a task that swallowed its cancellation (seen: the demo market on a Redis
+            # engine, which then kept a stopping worker alive for good) is cancelled
+            # again each second until it ends
+            while not task.done():
+                await asyncio.wait([task], timeout=1.0)
+                if not task.done():
+                    log.warning("%s task went on after it was cancelled: again", task.get_name())
+                    task.cancel()
+            if not task.cancelled():
+                task.exception()  # retrieved: it ended by itself, its error was logged
         self._tasks.clear()
         await self.hub.close()
         await self.engine.close()
