@@ -42,6 +42,7 @@ import msgspec
 
 from tickwire.server.app import ListenError, banner
 from tickwire.server.config import Config
+from tickwire.server.node import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,10 @@ class Supervisor:
 
     async def run(self) -> int:
         """Reserve the ports, start the workers, print the banner, supervise; returns
-        the exit code. Raises :class:`ListenError` when a port is in use."""
+        the exit code. Raises :class:`ListenError` when a port is in use, and
+        :class:`ConfigError` when the engine URL does not parse or its package is
+        missing (said once, here, rather than by every worker)."""
+        make_engine(self.config)  # builds the client only: it connects when started
         port, held = reserve(self.config.host, self.config.port)
         opcode_port = self.config.opcode_port
         if opcode_port is not None:
