@@ -380,6 +380,7 @@ def worker_count(config: Config) -> int:
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
 
+
 #: Names the auth layer's messages start with, where they differ from the field's.
 _SETTING_FIELDS = {"secret": "auth_secret", "bearer key": "bearer_public_key"}
 
