@@ -197,12 +197,17 @@ class Supervisor:
             log.error(
                 "worker %d (pid %d) did not listen in %.0f s", w.index, proc.pid, START_TIMEOUT
             )
+            _signal(proc, signal.SIGKILL)
             line = b""
         if line != READY:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-            await proc.wait()
+            if line:  # it printed something else, or is stuck: it will not listen
+                _signal(proc, signal.SIGKILL)
+            try:  # at end of file it is exiting: its own exit code says why
+                async with asyncio.timeout(10.0):
+                    await proc.wait()
+            except TimeoutError:
+                _signal(proc, signal.SIGKILL)
+                await proc.wait()
             return False
         w.tasks.append(asyncio.create_task(self._relay(proc.stdout)))
         return True
@@ -260,8 +265,7 @@ class Supervisor:
         if live:
             log.info("stopping %d workers: draining clients", len(live))
         for proc in live:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+            _signal(proc, signal.SIGTERM)
         try:
             async with asyncio.timeout(3 * self.config.drain_timeout + 10.0):
                 await asyncio.gather(*(proc.wait() for proc in live))
@@ -269,8 +273,7 @@ class Supervisor:
             for proc in live:
                 if proc.returncode is None:
                     log.error("worker pid %d did not exit: killing it", proc.pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
+                    _signal(proc, signal.SIGKILL)
             await asyncio.gather(*(proc.wait() for proc in live))
         for w in self.workers:
             for task in w.tasks:
@@ -284,6 +287,15 @@ class Supervisor:
                     log.error("worker pid %d exited %s", proc.pid, _how(proc.returncode))
             return 1
         return code
+
+
+def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:
+    """Send ``sig`` with ``os.kill``, not ``proc.send_signal``: that polls first, and a
+    poll reaps a worker that just exited before the event loop's child watcher does,
+    which then reports exit code 255 instead of the worker's own. A signal to a process
+    that exited but was not reaped yet does nothing (its pid is not reused before)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
 
 
 def _how(returncode: int | None) -> str:
