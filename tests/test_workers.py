@@ -305,12 +305,14 @@ async def test_a_port_in_use_is_one_line_and_exit_2_with_workers() -> None:
     ]
 
 
-def test_auto_is_one_per_cpu_with_redis_and_one_with_memory() -> None:
+def test_one_worker_by_default_and_0_is_one_per_cpu_with_redis() -> None:
     cpus = len(os.sched_getaffinity(0))
+    redis = {"TICKWIRE_ENGINE": REDIS_URL}
     assert worker_count(load_config({}, env={})) == 1
-    assert worker_count(load_config({}, env={"TICKWIRE_ENGINE": REDIS_URL})) == cpus
-    assert worker_count(load_config({"workers": 3}, env={"TICKWIRE_ENGINE": REDIS_URL})) == 3
-    assert worker_count(load_config({}, env={"TICKWIRE_WORKERS": "1"})) == 1
+    assert worker_count(load_config({}, env=redis)) == 1
+    assert worker_count(load_config({}, env={**redis, "TICKWIRE_WORKERS": "0"})) == cpus
+    assert worker_count(load_config({"workers": 0}, env={})) == 1  # memory: one process
+    assert worker_count(load_config({"workers": 3}, env=redis)) == 3
 
 
 #: A stand-in worker: reads its config, says it listens, and exits 1 at once.

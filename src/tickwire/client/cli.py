@@ -60,7 +60,7 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        help="worker processes on the port (default 0: one per CPU with a Redis engine, "
+        help="worker processes on the port (default 1; 0: one per CPU with a Redis engine, "
         "else 1; docs/scaling.md)",
     )
     # set by the supervisor of --workers for the processes it starts (not for people)

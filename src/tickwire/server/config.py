@@ -50,7 +50,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: sharing channels through the engine (docs/scaling.md, Workers). 0: one per CPU
     #: this process may run on when the engine spans processes (Redis), else 1. More
     #: than 1 needs such an engine: the memory engine is one process.
-    workers: int = 0
+    workers: int = 1
     #: Publications of history kept per channel.
     history_size: int = 1000
     #: Seconds of history kept per channel.
