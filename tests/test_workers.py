@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tickwire.auth import AuthSettings
 from tickwire.engine import EngineUnavailable, HistorySettings
 from tickwire.server.config import Config, load_config, worker_count
 from tickwire.server.supervisor import READY, Supervisor
@@ -382,7 +383,7 @@ async def test_workers_share_one_random_auth_secret_when_none_is_set(tmp_path: P
         await asyncio.gather(run, return_exceptions=True)
     seen = [json.loads((tmp_path / f"worker-{i}").read_bytes()) for i in (0, 1)]
     assert seen[0] == seen[1]
-    assert len(seen[0]["auth_secret"]) >= 32 and config.auth_secret is None
+    assert len(seen[0]["auth"]["auth_secret"]) >= 32 and config.auth.auth_secret is None
     assert seen[0]["port"] != 0  # port 0 is resolved once, for every worker
 
 
@@ -421,7 +422,7 @@ def test_only_worker_0_builds_the_singletons() -> None:
 
     config = Config(
         engine=REDIS_URL,
-        key_store=":memory:",
+        auth=AuthSettings(key_store=":memory:"),
         demo=True,
         synthetic="channel=trades:BENCH,rate=10",
         amqp="amqp://guest:guest@127.0.0.1:5672/",
@@ -443,7 +444,7 @@ async def test_node_stop_ends_a_task_that_swallows_its_cancellation() -> None:
     cancellation (as the demo market did on Redis) kept a stopping worker alive."""
     from tickwire.server.node import Node
 
-    node = Node(Config(key_store=":memory:"))
+    node = Node(Config(auth=AuthSettings(key_store=":memory:")))
     entered = asyncio.Event()
     swallowed: list[int] = []
 

@@ -56,7 +56,10 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument(
         "--opcode-port", type=int, help="also serve the opcode dialect at / of this port"
     )
-    p.add_argument("--engine", help="'memory' (default) or a redis:// URL")
+    p.add_argument(
+        "--engine",
+        help="'memory' (default), a redis:// URL, or several separated by spaces (shards)",
+    )
     p.add_argument(
         "--workers",
         type=int,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -133,10 +134,11 @@ class Supervisor:
                 raise
             held += more
         config = msgspec.structs.replace(self.config, port=port, opcode_port=opcode_port)
-        if not config.auth_secret:
+        if not config.auth.auth_secret:
             # one random secret for all workers: a token or session key made by one is
             # valid on all (it signs HS256 tokens and derives the session keys)
-            config = msgspec.structs.replace(config, auth_secret=secrets.token_urlsafe(48))
+            auth = dataclasses.replace(config.auth, auth_secret=secrets.token_urlsafe(48))
+            config = msgspec.structs.replace(config, auth=auth)
             log.warning(
                 "auth: no secret configured (TICKWIRE_AUTH_SECRET): the workers share a "
                 "random one; tokens and session keys end when this supervisor does and work "
