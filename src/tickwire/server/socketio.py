@@ -19,6 +19,12 @@ connection of its own in the core (a "lane": the view's
 every subscriber). All of them write to the session's :class:`SessionTransport`, which
 hands the frames to the WebSocket, or keeps their payloads for the next polling GET
 (bounded by the same cap).
+
+A WebSocket leaves aiohttp after its handshake, as the raw dialects' do
+(:mod:`tickwire.server.wsconn`): our frame reader refuses what RFC 6455 forbids
+(unmasked frames, 1002), closes a message over ``max_payload`` with 1009 (engine.io's
+``maxHttpBufferSize`` over WebSocket), answers pings and the close handshake, and hands
+each text message to the session through its :class:`SessionSocket`.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from tickwire.dialects.base import Handshake, dialect_error
 from tickwire.dialects.core import ConnectionCore
@@ -49,7 +55,9 @@ from tickwire.hub.frames import close_frame, text_frame
 from tickwire.model.channels import parse_channel
 from tickwire.model.publication import Position
 from tickwire.server.node import Node
-from tickwire.server.ws import NodeServices, handshake_of
+from tickwire.server.ws import NodeServices, handshake_of, node_services
+from tickwire.server.wsconn import OpenConnections, WebSocketProtocol, take_over, upgrade
+from tickwire.server.wsframes import CLOSE_NORMAL, FrameReader
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +129,8 @@ class SessionTransport:
                     out += close_frame(closed)
                 if out:
                     ws.write(out)
+            if closed is not None and s.ws is not None:
+                s.ws.shut(written=True)  # the hub's close frame is on its way
         else:
             s.buffer.extend(payloads)
             s.buffered += sum(len(p) for p in payloads)
@@ -141,6 +151,88 @@ class SessionTransport:
 
     def abort(self) -> None:
         self.session.lose()
+
+
+class SessionSocket:
+    """One WebSocket of a session (opened fresh, or the probe of an upgrade from
+    polling) as its :class:`~tickwire.server.wsconn.WebSocketProtocol` sees it: the sink
+    of the client's messages and the outlet that closes the socket."""
+
+    __slots__ = ("closed", "session", "transport")
+
+    def __init__(self, session: Session, transport: asyncio.Transport) -> None:
+        self.session = session
+        self.transport = transport
+        #: our close frame is sent (or the socket ended): nothing more is written
+        self.closed = False
+
+    @property
+    def id(self) -> int:
+        return self.session.ctl.id
+
+    @property
+    def cap(self) -> int:
+        return self.session.server.settings.cap
+
+    def current(self) -> bool:
+        """Whether this is the socket the session writes to (not a probe, not gone)."""
+        s = self.session
+        return s.ws is self and not s.upgrading and not s.gone
+
+    async def receive(self, text: str) -> None:
+        s = self.session
+        if s.gone or s.ws is not self:
+            return
+        if s.upgrading:
+            s.server._upgrade_step(s, self, text)
+        else:
+            await s.server.packet(s, text)
+
+    async def receive_binary(self, data: bytes) -> None:
+        s = self.session
+        if s.gone or s.ws is not self:
+            return
+        s.server.error(s, PacketError("binary_not_supported", "binary messages are not supported"))
+
+    def close(self, code: int, reason: str | None = None, *, drop: bool = False) -> None:
+        """The frame reader refused the client's input (or it does not read its pongs):
+        the session's socket sends what is queued (unless ``drop``) and a close frame,
+        and the session is lost; a probe's close leaves polling as it was."""
+        if self.closed:
+            return
+        if self.current():
+            ctl = self.session.ctl
+            if not ctl.closed:
+                ctl.close(code, reason, drop=drop)  # through SessionTransport: ends it
+        self.shut(code, reason or "")
+        if self.current():
+            self.session.lose()
+
+    def shut(self, code: int = CLOSE_NORMAL, reason: str = "", *, written: bool = False) -> None:
+        """Send our close frame (unless one was sent; ``written``: the caller just wrote
+        it); the protocol then waits for the client's answer, at most the drain timeout."""
+        if self.closed:
+            return
+        self.closed = True
+        transport = self.transport
+        if not transport.is_closing():
+            if not written:
+                transport.write(close_frame(code, reason))
+            self.session.server.hub.abort_later(transport)
+
+    def finish(self) -> None:
+        """The socket ended or is ending (the client closed, went away, or broke the
+        protocol): a probe's end leaves the session polling; the session's own socket
+        ending loses the session (kept for recovery)."""
+        self.closed = True  # the protocol answers the close handshake itself
+        s = self.session
+        if s.ws is not self:
+            return
+        if s.upgrading:
+            s.ws = None
+            s.upgrading = False
+        elif not s.gone:
+            s.lose()
 
 
 @dataclass(slots=True)
@@ -199,7 +291,7 @@ class Session:
         self.buffer: list[bytes] = []
         self.buffered = 0
         self.waiter: asyncio.Future[None] | None = None
-        self.ws: web.WebSocketResponse | None = None
+        self.ws: SessionSocket | None = None
         self.ws_transport: asyncio.Transport | None = None
         self.upgrading = False
         self.gone = False
@@ -263,8 +355,8 @@ class Session:
         own close after the last message): the client is told by a close."""
         if self.gone or self.closing:
             return
-        if self.ws_transport is not None and not self.upgrading:
-            self.ws_transport.close()
+        if self.ws is not None and not self.upgrading:
+            self.ws.shut()  # unless the close frame from the hub passed already
             self.lose()
             return
         self.closing = True  # polling: the next GET gets what is left and the close
@@ -290,9 +382,8 @@ class Session:
         self.core.finish()
         self.wake()
         self.server.forget(self)
-        if self.ws is not None and self.ws_transport is not None:
-            if not self.ws_transport.is_closing():
-                self.ws_transport.close()
+        if self.ws is not None:
+            self.ws.shut()
 
     def _leave_hub(self) -> None:
         hub = self.server.hub
@@ -326,7 +417,9 @@ class Session:
 class SocketIOServer:
     """Every Engine.IO session of one node, and the aiohttp handler serving them."""
 
-    def __init__(self, node: Node, settings: Settings) -> None:
+    def __init__(
+        self, node: Node, settings: Settings, sockets: OpenConnections | None = None
+    ) -> None:
         self.node = node
         self.hub = node.hub
         self.settings = settings
@@ -337,6 +430,8 @@ class SocketIOServer:
         self.services.limits = dataclasses.replace(
             self.services.limits, max_frame_bytes=settings.max_payload
         )
+        #: the node's open WebSocket connections, which it waits for after a drain
+        self.sockets = sockets if sockets is not None else OpenConnections()
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -452,46 +547,35 @@ class SocketIOServer:
     async def _websocket(
         self, request: web.Request, session: Session, *, fresh: bool
     ) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=self.settings.max_payload)
-        await ws.prepare(request)
+        """Accept the WebSocket handshake, then serve the socket off aiohttp: a fresh
+        session's transport from the start, or the probe of an upgrade from polling."""
+        try:
+            response, wbits = upgrade(request, compress=True)
+        except web.HTTPBadRequest:
+            if fresh:
+                session.finish()
+            raise
+        await response.prepare(request)
         transport = request.transport
-        if transport is None:  # pragma: no cover - the peer vanished during the handshake
+        if transport is None or transport.is_closing():  # pragma: no cover - peer vanished
             session.finish()
-            return ws
-        session.ws = ws
+            return response
+        sock = SessionSocket(session, transport)
+        reader = FrameReader(self.settings.max_payload, deflate=bool(wbits))
+        protocol = WebSocketProtocol(sock, sock, reader, transport, self.sockets)
+        session.ws = sock
+        take_over(request, protocol)
         if fresh:
             session.ws_transport = transport
-            await self._opened(session)
+            await protocol.open(self._opened(session))
         else:
             session.upgrading = True
-        try:
-            async for msg in ws:
-                if session.gone:
-                    break
-                if msg.type == WSMsgType.TEXT:
-                    data: str = msg.data
-                    if session.upgrading:
-                        self._upgrade_step(session, transport, ws, data)
-                    else:
-                        await self.packet(session, data)
-                elif msg.type == WSMsgType.BINARY:
-                    self.error(
-                        session,
-                        PacketError("binary_not_supported", "binary messages are not supported"),
-                    )
-                else:
-                    break
-        finally:
-            if session.upgrading:  # the probe failed: polling goes on
-                session.ws = None
-                session.upgrading = False
-            elif not session.gone:
-                session.lose()
-        return ws
+            await protocol.open()
+        return response
 
-    def _upgrade_step(
-        self, session: Session, transport: asyncio.Transport, ws: web.WebSocketResponse, data: str
-    ) -> None:
+    def _upgrade_step(self, session: Session, sock: SessionSocket, data: str) -> None:
+        """A message on the probe socket of an upgrade: ``2probe``, then ``5``."""
+        transport = sock.transport
         if data == "2probe":
             transport.write(text_frame(b"3probe"))
             session.buffer.append(_EIO_NOOP)  # ends the pending GET: the client pauses
@@ -602,7 +686,7 @@ def install_socketio(app: web.Application, node: Node) -> SocketIOServer:
         connect_timeout=cfg.prophit_connect_timeout,
         cap=cfg.max_queue_bytes,
     )
-    server = SocketIOServer(node, settings)
+    server = SocketIOServer(node, settings, node_services(app, node).sockets)
     app[SOCKETIO_KEY] = server
     for path in settings.paths:
         app.router.add_route("GET", path, server.handle)
@@ -610,4 +694,10 @@ def install_socketio(app: web.Application, node: Node) -> SocketIOServer:
     return server
 
 
-__all__ = ["SessionTransport", "SocketIOServer", "install_socketio", "split_frames"]
+__all__ = [
+    "SessionSocket",
+    "SessionTransport",
+    "SocketIOServer",
+    "install_socketio",
+    "split_frames",
+]

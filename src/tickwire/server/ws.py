@@ -133,7 +133,7 @@ def dialect_handler(
         reader = FrameReader(cfg.max_frame_hard_bytes, deflate=bool(wbits))
         protocol = WebSocketProtocol(core, conn, reader, transport, svc.sockets)
         take_over(request, protocol)
-        await protocol.open(principal)
+        await protocol.open(core.open(principal))
         return response
 
     handler.__name__ = f"{dialect.name}_handler"
@@ -166,10 +166,7 @@ def mount(
 ) -> None:
     """Serve ``dialect`` on each of ``paths`` (and send its heartbeats); ``compression``
     overrides the config's ``compression`` for this dialect."""
-    svc = app.get(SERVICES_KEY)
-    if svc is None:
-        svc = app[SERVICES_KEY] = NodeServices(node)
-    handler = dialect_handler(dialect, svc, compression)
+    handler = dialect_handler(dialect, node_services(app, node), compression)
     for path in paths:
         app.router.add_get(path, handler)
     if dialect.heartbeat(0) is not None:
@@ -178,6 +175,15 @@ def mount(
 
 #: The node's services shared by every dialect mounted on an application.
 SERVICES_KEY: web.AppKey[NodeServices] = web.AppKey("services", NodeServices)
+
+
+def node_services(app: web.Application, node: Node) -> NodeServices:
+    """The services of ``node`` that every WebSocket endpoint of ``app`` shares (made on
+    the first call)."""
+    svc = app.get(SERVICES_KEY)
+    if svc is None:
+        svc = app[SERVICES_KEY] = NodeServices(node)
+    return svc
 
 
 async def connections_ended(app: web.Application) -> int:

@@ -4,9 +4,12 @@ aiohttp answers the upgrade request; then :func:`take_over` moves the connection
 aiohttp's per-connection objects (its request handler, request, WebSocket response,
 reader and writer: most of what an idle connection used to hold) onto a
 :class:`WebSocketProtocol`, which reads frames with :class:`~.wsframes.FrameReader` and
-hands messages to the dialect's :class:`~tickwire.dialects.core.ConnectionCore`. The hub
-writes to the same transport as before (:class:`tickwire.hub.Connection`), so what it
-sees of a connection does not change.
+hands messages to a :class:`MessageSink`: the dialect's
+:class:`~tickwire.dialects.core.ConnectionCore` for the raw dialects, a Socket.IO
+session's WebSocket (:mod:`tickwire.server.socketio`). It closes the connection through
+an :class:`Outlet` (the hub's :class:`~tickwire.hub.Connection` for the raw dialects).
+The hub writes to the same transport as before, so what it sees of a connection does not
+change.
 
 An idle connection holds no task: one is started when a message arrives and ends when
 the messages read so far are handled, in order.
@@ -20,15 +23,13 @@ import binascii
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.http import WS_KEY, ws_ext_gen, ws_ext_parse
 from aiohttp.web_protocol import RequestHandler
 
-from tickwire.auth import Principal
-from tickwire.dialects.core import ConnectionCore
-from tickwire.hub import Connection
 from tickwire.hub.connection import CLOSE_SLOW
 from tickwire.hub.frames import close_frame
 from tickwire.server.wsframes import (
@@ -52,6 +53,40 @@ INBOX_BYTES = 256 * 1024
 
 #: Close code when a bug of ours stops a connection's messages being handled.
 CLOSE_INTERNAL = 1011
+
+
+class MessageSink(Protocol):
+    """Where a :class:`WebSocketProtocol` hands the client's messages, one at a time and
+    in order (a :class:`~tickwire.dialects.core.ConnectionCore` is one)."""
+
+    async def receive(self, text: str) -> None: ...
+
+    async def receive_binary(self, data: bytes) -> None: ...
+
+    def finish(self) -> None:
+        """The connection ended, or is ending (our close frame is sent): called at least
+        once, maybe more."""
+
+
+class Outlet(Protocol):
+    """How a :class:`WebSocketProtocol` closes its connection (a hub
+    :class:`~tickwire.hub.Connection` is one)."""
+
+    @property
+    def id(self) -> int:
+        """The connection's number in the logs."""
+
+    @property
+    def cap(self) -> int:
+        """Bytes the transport may hold unsent before the client counts as slow."""
+
+    @property
+    def closed(self) -> bool:
+        """Our close frame is sent (or about to be): the client's input is dropped until
+        it answers."""
+
+    def close(self, code: int, reason: str | None = None, *, drop: bool = False) -> None:
+        """Send what is queued (unless ``drop``), then a close frame with ``code``."""
 
 
 class OpenConnections:
@@ -115,8 +150,8 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def __init__(
         self,
-        core: ConnectionCore,
-        conn: Connection,
+        core: MessageSink,
+        conn: Outlet,
         reader: FrameReader,
         transport: asyncio.Transport,
         registry: OpenConnections | None = None,
@@ -136,10 +171,11 @@ class WebSocketProtocol(asyncio.Protocol):
         if registry is not None:
             registry.add(self)
 
-    async def open(self, principal: Principal | None) -> None:
-        """Run the core's opening, then what the client sent meanwhile."""
+    async def open(self, opening: Awaitable[object] | None = None) -> None:
+        """Await ``opening`` (the core's, say), then handle what the client sent meanwhile."""
         try:
-            await self.core.open(principal)
+            if opening is not None:
+                await opening
         finally:
             self.opened = True
             if self.ended:
