@@ -11,13 +11,11 @@ import socket
 import struct
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from tickwire.server.guard import CLOSE_PROTOCOL_ERROR, MaskCheck
+from tickwire.server.wsframes import CLOSE_PROTOCOL_ERROR
 
 from .harness import Gateway, run_gateway
-from .wsraw import RawClient, client_frame
+from .wsraw import RawClient
 
 HANDSHAKE = (
     "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -73,32 +71,6 @@ async def test_an_unmasked_frame_sent_with_the_handshake_is_closed_with_1002() -
         assert status.startswith(b"HTTP/1.1 101")
         texts, code = await read_until_close(RawClient(reader, writer))
         assert texts == [] and code == CLOSE_PROTOCOL_ERROR
-
-
-def frames_stream(payloads: list[bytes], masked: list[bool]) -> bytes:
-    return b"".join(
-        client_frame(p) if m else unmasked_frame(p) for p, m in zip(payloads, masked, strict=True)
-    )
-
-
-@given(
-    payloads=st.lists(
-        st.one_of(st.binary(max_size=130), st.just(b"x" * 70_000)), min_size=1, max_size=6
-    ),
-    data=st.data(),
-)
-def test_mask_check_follows_frame_boundaries_in_any_split(
-    payloads: list[bytes], data: st.DataObject
-) -> None:
-    masked = data.draw(st.lists(st.booleans(), min_size=len(payloads), max_size=len(payloads)))
-    stream = frames_stream(payloads, masked)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
-    check = MaskCheck()
-    verdicts = [
-        check.feed(stream[a:b]) for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)
-    ]
-    assert check.violated == (not all(masked))
-    assert all(verdicts) == all(masked)
 
 
 # --- defect 6: header deadline, connections per address ---------------------------------

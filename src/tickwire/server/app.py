@@ -172,7 +172,7 @@ async def start_site(
     reuse_port: bool = False,
 ) -> GuardedSite:
     """Listen on ``host:port`` (default: the config's) with the connection guard's limits:
-    header deadline, connections per address, masked frames, the sockets' send buffer
+    header deadline, connections per address, the sockets' send buffer
     (tickwire.server.guard). ``reuse_port``: ``SO_REUSEPORT``, so that the workers of one
     supervisor listen on the same port and the kernel spreads connections over them."""
     guard = ConnectionGuard(

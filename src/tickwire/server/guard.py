@@ -1,5 +1,5 @@
-"""Transport-level limits aiohttp does not set: a header deadline, a cap on connections
-per client address, and RFC 6455's rule that every client frame is masked.
+"""Transport-level limits aiohttp does not set: a header deadline and a cap on connections
+per client address.
 
 :class:`GuardedSite` listens like ``web.TCPSite`` but builds each connection's protocol
 as a :class:`GuardedRequestHandler`: aiohttp's own handler, plus
@@ -8,12 +8,10 @@ as a :class:`GuardedRequestHandler`: aiohttp's own handler, plus
   that trickles its headers (slowloris) is closed when it passes;
 - a count of open connections per address (``max_connections_per_address``): one over
   the cap is closed at once, before a byte of it is parsed;
-- after a WebSocket upgrade that aiohttp goes on reading (the Socket.IO transport), a
-  check of each frame header's MASK bit in front of aiohttp's frame reader (which accepts
-  unmasked frames): the first unmasked frame stops the reading and the shell closes the
-  connection with 1002. The raw WebSocket dialects leave aiohttp after the handshake
-  (:meth:`GuardedRequestHandler.hand_over`, tickwire.server.wsconn) and their own frame
-  reader refuses unmasked frames.
+- every WebSocket connection (each dialect's, Socket.IO's too) leaves aiohttp after its
+  handshake (:meth:`GuardedRequestHandler.hand_over`, tickwire.server.wsconn) and keeps
+  its place in the count until it ends; RFC 6455's rules (an unmasked frame closes with
+  1002) are its own frame reader's (tickwire.server.wsframes).
 - when ``send_buffer_bytes`` is set, a fixed ``SO_SNDBUF`` on each accepted socket, so
   that what the kernel holds for a client that does not read is bounded too (the hub's
   ``max_queue_bytes`` bounds only what the process holds).
@@ -24,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -32,82 +29,6 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger(__name__)
-
-#: Close code for a protocol violation (RFC 6455 7.4.1).
-CLOSE_PROTOCOL_ERROR = 1002
-
-
-class MaskCheck:
-    """Follows frame boundaries in the client's byte stream and flags the first frame
-    without the MASK bit (sans-I/O: bytes in, a verdict out)."""
-
-    __slots__ = ("_head", "_skip", "violated")
-
-    def __init__(self) -> None:
-        self._head = b""  # an incomplete frame header
-        self._skip = 0  # payload bytes of the current frame still to pass
-        self.violated = False
-
-    def feed(self, data: bytes) -> bool:
-        """Account for ``data``; False once a frame is unmasked (and from then on)."""
-        if self.violated:
-            return False
-        view = memoryview(data)
-        pos, end = 0, len(view)
-        while pos < end:
-            if self._skip:
-                step = min(self._skip, end - pos)
-                self._skip -= step
-                pos += step
-                continue
-            need = 2 - len(self._head)
-            if need > 0:
-                self._head += bytes(view[pos : pos + need])
-                pos += min(need, end - pos)
-                if len(self._head) < 2:
-                    return True
-            b1 = self._head[1]
-            if not b1 & 0x80:
-                self.violated = True
-                return False
-            n = b1 & 0x7F
-            ext = 2 if n == 126 else 8 if n == 127 else 0
-            want = 2 + ext + 4  # header, extended length, masking key
-            take = min(want - len(self._head), end - pos)
-            self._head += bytes(view[pos : pos + take])
-            pos += take
-            if len(self._head) < want:
-                return True
-            if ext == 2:
-                (n,) = struct.unpack_from("!H", self._head, 2)
-            elif ext == 8:
-                (n,) = struct.unpack_from("!Q", self._head, 2)
-            self._head = b""
-            self._skip = n
-        return True
-
-
-class _CheckedReader:
-    """aiohttp's WebSocket reader behind a :class:`MaskCheck`."""
-
-    __slots__ = ("check", "inner", "on_violation")
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.check = MaskCheck()
-        self.on_violation: Callable[[], None] | None = None
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if not self.check.feed(data):
-            if self.on_violation is not None:
-                callback, self.on_violation = self.on_violation, None
-                callback()
-            return False, b""
-        result: tuple[bool, bytes] = self.inner.feed_data(data)
-        return result
-
-    def feed_eof(self) -> None:
-        self.inner.feed_eof()
 
 
 class ConnectionGuard:
@@ -145,14 +66,13 @@ class ConnectionGuard:
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's request handler with the guard's limits (see the module docstring)."""
 
-    __slots__ = ("_address", "_deadline", "_guard", "_handed_over", "_reader")
+    __slots__ = ("_address", "_deadline", "_guard", "_handed_over")
 
     def __init__(self, guard: ConnectionGuard, manager: web.Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
         self._address: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
-        self._reader: _CheckedReader | None = None
         self._handed_over = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -215,22 +135,6 @@ class GuardedRequestHandler(RequestHandler):
                 guard.release(address)
 
         return release
-
-    def set_parser(self, parser: Any, data_received_cb: Callable[[], None] | None = None) -> None:
-        # WebSocket upgrade: every frame passes the mask check before aiohttp reads it
-        self._reader = _CheckedReader(parser)
-        super().set_parser(self._reader, data_received_cb)  # type: ignore[arg-type]
-
-    def on_unmasked_frame(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once when the client sends an unmasked frame (at once if it
-        already has)."""
-        reader = self._reader
-        if reader is None:
-            return
-        if reader.check.violated:
-            callback()
-        else:
-            reader.on_violation = callback
 
 
 @web.middleware

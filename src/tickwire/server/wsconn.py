@@ -335,7 +335,7 @@ def take_over(request: web.Request, protocol: WebSocketProtocol) -> None:
         release = getattr(handler, "hand_over", None)
         if release is not None:
             protocol.release = release()
-        # the base method: the guard's mask check is the protocol's own now
+        # what comes after the handshake is the protocol's (the frame reader checks masking)
         RequestHandler.set_parser(handler, _Tail(protocol))  # type: ignore[arg-type]
         # the transport is no longer the handler's: it ends its loop when the request is
         # done, without closing the transport (force_close closes only its own)
