@@ -13,6 +13,7 @@ import pytest
 
 from tests.prophitkit import Prophit, run_prophit
 from tickwire.server.socketio import SOCKETIO_KEY, Session, SocketIOServer
+from tickwire.server.ws import connections_ended
 
 from .wsraw import RawClient, client_frame
 
@@ -178,6 +179,19 @@ async def test_our_close_waits_for_the_clients_answer() -> None:
         c.writer.write(client_frame(struct.pack("!H", 1000), CLOSE))
         assert await at_eof(c)
         await until(lambda: not server(p).sockets, "the socket ended")
+
+
+async def test_a_drain_closes_with_3001_and_the_node_waits_for_the_answer() -> None:
+    async with run_prophit() as p:
+        c, session = await fresh(p)
+        assert await p.gw.node.drain() == 1  # the session's one hub connection
+        assert await read_close(c) == 3001
+        assert session.gone
+        ended = asyncio.ensure_future(connections_ended(p.gw.runner.app))
+        assert len(server(p).sockets) == 1  # waited for: the node's sockets, Socket.IO's too
+        c.writer.write(client_frame(struct.pack("!H", 3001), CLOSE))
+        assert await asyncio.wait_for(ended, 5) == 0  # it answered: none aborted
+        assert await at_eof(c)
 
 
 async def test_a_binary_frame_is_refused_and_the_session_goes_on() -> None:
