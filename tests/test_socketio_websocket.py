@@ -121,12 +121,14 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 
 @pytest.mark.parametrize("eio", ["3", "4"])
 async def test_an_unmasked_frame_closes_with_1002_and_ends_the_session(eio: str) -> None:
-    async with run_prophit() as p:
+    async with run_prophit(drain_timeout=60) as p:  # no abort while the test waits
         c, session = await fresh(p, eio)
         c.writer.write(unmasked_frame(b"2" if eio == "3" else b"3"))
         assert await read_close(c) == 1002
         assert session.gone and not server(p).sessions
         assert not p.gw.node.hub.connections
+        c.writer.write(client_frame(struct.pack("!H", 1002), CLOSE))  # answered: it ends
+        assert await at_eof(c)
 
 
 async def test_a_message_over_max_payload_closes_with_1009_after_earlier_replies() -> None:

@@ -75,6 +75,17 @@ async def test_text_that_is_not_utf8_closes_with_1007_after_earlier_replies() ->
         assert (await other.request("ping"))["type"] == "pong"
 
 
+async def test_after_a_failure_the_clients_answer_ends_the_connection() -> None:
+    async with run_gateway(drain_timeout=60) as gw:  # no abort while the test waits
+        c = await RawClient.connect(gw.port)
+        c.writer.write(client_frame(b"\xff"))  # not UTF-8: the reader stops there
+        opcode, payload = await asyncio.wait_for(c.read_frame(), 5)
+        assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1007
+        c.writer.write(client_frame(struct.pack("!H", 1007), opcode=0x8))
+        async with asyncio.timeout(5):
+            assert await c.reader.read() == b""
+
+
 async def test_compressed_requests_are_inflated() -> None:
     async with run_gateway(compression=True) as gw:
         ws = await gw.session.ws_connect(gw.ws_url, compress=15)

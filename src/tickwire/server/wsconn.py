@@ -189,6 +189,14 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.ended:
             return
         conn = self.conn
+        if self.reader.done:
+            # the reader stopped at a failure (or the client's close frame), so no later
+            # frame is read (its framing may be lost): what the client sends after our
+            # close frame is its answer, or more of what broke the protocol; either way
+            # the connection ends now rather than at the drain timeout's abort
+            if conn.closed:
+                self.transport.close()
+            return
         for event in self.reader.feed(data):
             cls = event.__class__
             if cls is Ping:
