@@ -21,6 +21,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def server_args(port: int, workdir: Path, *extra: str) -> list[str]:
+    """A private redis-server's arguments: loopback only, that port, nothing on disk."""
+    return [
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        *extra,
+    ]
+
+
 class RedisServer:
     """``redis-server`` as a child process. ``start()`` returns once it accepts
     connections (its log says so); ``stop()`` kills it; ``start()`` again reuses the port.
@@ -46,19 +63,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def args(self) -> list[str]:
-        return [
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.workdir),
-            *self.extra,
-        ]
+        return server_args(self.port, self.workdir, *self.extra)
 
     async def start(self, timeout: float = 10.0) -> None:
         self.proc = await asyncio.create_subprocess_exec(

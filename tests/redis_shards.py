@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .redis_server import free_port
+from .redis_server import free_port, server_args
 from .services import IN_CI
 
 
@@ -54,19 +54,7 @@ class RedisShards:
                 node_dir.mkdir()
                 self.procs.append(
                     subprocess.Popen(
-                        [
-                            self.binary,
-                            "--port",
-                            str(port),
-                            "--bind",
-                            "127.0.0.1",
-                            "--save",
-                            "",
-                            "--appendonly",
-                            "no",
-                            "--dir",
-                            str(node_dir),
-                        ],
+                        [self.binary, *server_args(port, node_dir)],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )

@@ -29,6 +29,7 @@ from tickwire.client import (
 )
 
 from .redis_server import free_port
+from .waiting import until
 
 PUBLISH_TOKEN = "sdk-test-publish-token-0123456789"
 
@@ -161,10 +162,7 @@ class BookFeed:
             await asyncio.sleep(interval)  # the pace of the load, not a wait for an event
 
     async def wait(self, cond: Callable[[], bool], timeout: float = 30.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                self.changed.clear()
-                await self.changed.wait()
+        await until(self.changed, cond, timeout)
 
 
 @dataclass

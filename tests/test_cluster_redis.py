@@ -27,6 +27,7 @@ from tickwire.engine.redis import RedisEngine
 from .conftest import Recorder, ScratchRedisEngine, redis_prefix, require_redis
 from .redis_server import RedisServer
 from .services import REDIS_URL
+from .waiting import until
 
 TRADES = "trades:BTC-USD"
 TICKER = "ticker:BTC-USD"
@@ -190,10 +191,7 @@ class Subscriber:
         self.changed.set()
 
     async def wait(self, cond: Any, timeout: float = 20.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                self.changed.clear()
-                await self.changed.wait()
+        await until(self.changed, cond, timeout)
 
     def seqs(self, channel: str) -> list[int]:
         return [seq for kind, _, seq in self.streams[channel].events if kind == "pub"]
@@ -228,10 +226,7 @@ class Publisher:
             await asyncio.sleep(self.interval)  # pacing of the load, not a wait for an event
 
     async def wait(self, cond: Any, timeout: float = 20.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                self.changed.clear()
-                await self.changed.wait()
+        await until(self.changed, cond, timeout)
 
 
 @pytest.fixture

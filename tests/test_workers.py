@@ -29,6 +29,7 @@ from tickwire.server.supervisor import READY, Supervisor
 
 from .conftest import Recorder, ScratchRedisEngine, redis_prefix, require_redis
 from .services import REDIS_URL
+from .waiting import until
 
 TRADES = "trades:BTC-USD"
 ENV = {**os.environ, "TICKWIRE_KEY_STORE": ":memory:"}  # no key file in the cwd
@@ -155,10 +156,7 @@ class Client:
         self.changed.set()
 
     async def wait(self, cond: Any, timeout: float = 30.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                self.changed.clear()
-                await self.changed.wait()
+        await until(self.changed, cond, timeout)
 
 
 @pytest.fixture
