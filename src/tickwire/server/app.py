@@ -297,6 +297,7 @@ def urls(config: Config, port: int, opcode_port: int | None = None) -> list[tupl
         ("opcode WebSocket", f"ws://{base}{config.opcode_paths[0]}"),
         ("ranger WebSocket", f"ws://{base}{config.ranger_public_paths[0]}"),
         ("Coinbase feed", f"ws://{base}{config.coinbase_paths[0]}"),
+        ("Socket.IO", f"http://{base}{config.prophit_paths[0]}"),
     ]
     if opcode_port is not None:
         out.append(("opcode port", f"ws://{host}:{opcode_port}/"))
