@@ -206,3 +206,81 @@ async def test_a_connection_closed_mid_iteration_still_gets_its_batch_before_the
     await next_iteration()
     assert [m["seq"] for m in t.messages()] == [1, 2]
     assert frames(t)[-1][0] == 0x88
+
+
+async def test_a_lone_subscriber_gets_its_frames_queued_as_its_own_without_a_batch() -> None:
+    """One subscriber shares nothing: no batch is built for it (the many-channels cost),
+    and what it gets is the same: every publication in order, in one write."""
+    engine, hub = await setup()
+    t = MemoryTransport()
+    conn = hub.connect(t, NATIVE, 1 << 20)
+    await live(hub, conn, "trades:X")
+    await next_iteration()
+    t.writes.clear()
+    for i in range(5):
+        engine.publish_now("trades:X", payload(i))
+    assert len(conn.queue) == 5 and not any(isinstance(q, Batch) for q in conn.queue)
+    assert conn.queued == sum(len(q) for q in conn.queue if isinstance(q, bytes))
+    await next_iteration()
+    assert len(t.writes) == 1
+    assert [m["seq"] for m in t.messages()] == [1, 2, 3, 4, 5]
+    assert [m["data"]["i"] for m in t.messages()] == list(range(5))
+    engine.publish_now("trades:X", payload(5))  # a queue of one frame: written as it is
+    await next_iteration()
+    assert len(t.writes) == 2 and [m["seq"] for m in t.messages()][-1] == 6
+
+
+async def test_a_second_subscriber_joining_a_lone_ones_channel_mid_iteration_keeps_order() -> None:
+    engine, hub = await setup()
+    ta, tb = MemoryTransport(), MemoryTransport()
+    a, b = hub.connect(ta, NATIVE, 1 << 20), hub.connect(tb, NATIVE, 1 << 20)
+    await live(hub, a, "trades:X")
+    await next_iteration()
+    ta.writes.clear()
+    engine.publish_now("trades:X", payload(0))
+    engine.publish_now("trades:X", payload(1))
+    catchup = await hub.subscribe(b, "trades:X", False, None)
+    hub.go_live(b, catchup)
+    engine.publish_now("trades:X", payload(2))  # now shared by two: a batch again
+    assert isinstance(a.queue[-1], Batch) and a.queue[-1] is b.queue[-1]
+    await next_iteration()
+    assert [m["seq"] for m in ta.messages()] == [1, 2, 3]
+    assert [m["seq"] for m in tb.messages() if m["type"] == "pub"] == [3]
+
+
+async def test_a_lone_subscriber_over_its_cap_is_cut_before_anything_is_written_for_it() -> None:
+    engine, hub = await setup()
+    frame_bytes = 212  # one framed publication of payload(i)
+    slow_t = BufferedTransport(unsent=4096 - 3 * frame_bytes - 100)
+    slow = hub.connect(slow_t, NATIVE, 4096)
+    await live(hub, slow, "trades:X")
+    hub.send(slow, b'{"type":"hello"}')
+    await next_iteration()  # its flush learns the socket's backlog
+    slow_t.writes.clear()
+    held: list[int] = []
+    for i in range(10):
+        engine.publish_now("trades:X", payload(i))
+        if not slow.closed:
+            held.append(slow.queued + slow.backlog)
+    assert slow.closed and len(held) == 3 and max(held) <= slow.cap
+    await next_iteration()
+    [closing] = frames(slow_t)  # no publication: only the close frame
+    assert closing[0] == 0x88 and int.from_bytes(closing[1][:2]) == CLOSE_SLOW
+
+
+async def test_a_lone_numbered_subscriber_keeps_consecutive_numbers() -> None:
+    engine, hub = await setup()
+    t = MemoryTransport()
+    conn = hub.connect(t, COINBASE, 1 << 20)
+    await live(hub, conn, "trades:BTC-USD")
+    await next_iteration()
+    t.writes.clear()
+    engine.publish_now("trades:BTC-USD", TRADE)
+    hub.send(conn, Numbered(b'"channel":"heartbeats","events":[]}', b'{"sequence_num":%d,'))
+    engine.publish_now("trades:BTC-USD", TRADE)
+    await next_iteration()
+    engine.publish_now("trades:BTC-USD", TRADE)
+    await next_iteration()
+    got = [(m["sequence_num"], m["channel"]) for m in t.messages()]
+    assert [n for n, _ in got] == [0, 1, 2, 3]
+    assert got[1][1] == "heartbeats" and got[3][1] == "market_trades"

@@ -6,7 +6,8 @@ iteration. A subscriber does not get the frames one by one: its queue holds a
 publication costs one append per channel and format, not one per subscriber. When the
 queue is written, a connection whose queue is one slice writes the batch's bytes joined
 once for every connection at the same place (and, for numbered formats, at the same
-number).
+number). A channel with one subscriber of a format builds no batch: its frames are
+queued as that connection's own (nothing to share; see :meth:`Hub._deliver`).
 """
 
 from __future__ import annotations

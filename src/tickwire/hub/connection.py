@@ -208,6 +208,10 @@ class Connection:
                 self.number += count
             else:
                 data = batch.joined()
+        elif len(queue) == 1 and batch.__class__ is bytes:  # one frame of its own
+            assert isinstance(batch, bytes)
+            data = batch
+            self.numbered = False
         else:
             data = self._joined(queue, self.hub.joined)
         self.open = None  # its batch is closed: the flush comes at the end of an iteration

@@ -401,6 +401,12 @@ class Hub:
             frame = text_frame(fmt.pub(pub), fmt.compressed)
             batch = st.batches.get(fmt)
             if batch is None:
+                if len(conns) == 1:
+                    # a lone subscriber shares its frames with nobody: queued as its own
+                    # (the same order, cap and numbering), no batch to build and join
+                    stats.frames_out += 1
+                    next(iter(conns)).push(frame)  # (a cut over its cap leaves the group)
+                    continue
                 batch = st.batches[fmt] = self._open_batch(st, conns)
             elif batch.detached:
                 self._reattach(batch, conns)
