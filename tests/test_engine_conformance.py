@@ -146,6 +146,14 @@ async def test_publish_many_keeps_order(engine: tuple[Engine, Recorder]) -> None
     assert [(p.channel, p.seq) for p in pubs] == [(a, 1), (b, 1), (a, 2)]
 
 
+async def test_publications_are_counted_by_channel_kind(engine: tuple[Engine, Recorder]) -> None:
+    eng, _ = engine
+    a, b, c = chan(), chan(), chan("book")
+    await eng.publish(a, body(0))
+    await eng.publish_many([(b, body(1), None), (a, body(2), None), (c, body(3), body(3))])
+    assert eng.stats.published == {"trades": 3, "book": 1}
+
+
 async def test_history_by_age(engine_factory: EngineFactory) -> None:
     eng = engine_factory(HistorySettings(size=100, ttl=60.0))
     await eng.start(Recorder())

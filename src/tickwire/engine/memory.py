@@ -25,9 +25,11 @@ def new_epoch() -> str:
 
 
 class _Stream:
-    __slots__ = ("epoch", "history", "last_ts", "seq", "snapshot")
+    __slots__ = ("epoch", "history", "kind", "last_ts", "seq", "snapshot")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, channel: str, size: int) -> None:
+        #: the channel's kind, as :meth:`EngineStats.count` counts it (found once)
+        self.kind = channel.partition(":")[0]
         self.epoch = new_epoch()
         self.seq = 0
         self.history: deque[Publication] = deque(maxlen=size)
@@ -75,7 +77,7 @@ class MemoryEngine(Engine):
     def _stream(self, channel: str) -> _Stream:
         stream = self._streams.get(channel)
         if stream is None:
-            stream = self._streams[channel] = _Stream(self.settings.size)
+            stream = self._streams[channel] = _Stream(channel, self.settings.size)
         return stream
 
     def _trim(self, stream: _Stream, now: int) -> None:
@@ -88,15 +90,17 @@ class MemoryEngine(Engine):
         self, channel: str, data: bytes, *, snapshot: bytes | None = None, ts: int | None = None
     ) -> Publication:
         """Synchronous :meth:`publish` for in-process publishers on the event loop."""
-        stream = self._stream(channel)
+        stream = self._streams.get(channel) or self._stream(channel)
         ts = now_ms() if ts is None else ts
-        stream.seq += 1
-        pub = Publication(channel, stream.seq, stream.epoch, ts, msgspec.Raw(data))
-        stream.history.append(pub)
+        seq = stream.seq = stream.seq + 1
+        pub = Publication(channel, seq, stream.epoch, ts, msgspec.Raw(data))
+        stream.history.append(pub)  # a deque with maxlen: the size trims itself
         stream.last_ts = ts
-        self.stats.count(channel)
+        published = self.stats.published  # EngineStats.count, the kind found once
+        kind = stream.kind
+        published[kind] = published.get(kind, 0) + 1
         if snapshot is not None:
-            stream.snapshot = Snapshot(channel, stream.seq, stream.epoch, ts, msgspec.Raw(snapshot))
+            stream.snapshot = Snapshot(channel, seq, stream.epoch, ts, msgspec.Raw(snapshot))
             self._wanted.discard(channel)
         if self._handler is not None and channel in self._subscribed:
             self._handler.on_publication(pub)
