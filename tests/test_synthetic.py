@@ -54,6 +54,11 @@ def test_message_has_the_asked_size_and_the_send_time() -> None:
     assert len(data) == 150
     assert msgspec.json.decode(data)["bt"] == 1712345678901234
     assert msgspec.json.decode(message(1, 2, 32)) == {"bt": 1, "n": 2, "pad": "x" * 9}
+    # heads of different lengths in turn (their padding is built once per length)
+    for n in (7, 70_000, 7, 123_456_789, 70_000):
+        data = message(1712345678901234, n, 150)
+        assert len(data) == 150 and msgspec.json.decode(data)["n"] == n
+    assert msgspec.json.decode(message(1712345678901234, 7, 32))["pad"] == ""  # no room
 
 
 async def test_publishes_batches_round_robin_through_the_engine() -> None:

@@ -114,10 +114,21 @@ def parse_synthetic(spec: str) -> list[SyntheticStream]:
     return streams
 
 
+#: ``x…"}`` by its length: a stream's messages need only a few (the head's length varies
+#: with its numbers' digits), built once instead of twice per message
+_TAILS: dict[int, bytes] = {}
+
+
 def message(bt: int, n: int, size: int) -> bytes:
     """The JSON data of one message: ``size`` bytes carrying send time ``bt`` (µs)."""
     head = b'{"bt":%d,"n":%d,"pad":"' % (bt, n)
-    return head + b"x" * max(0, size - len(head) - 2) + b'"}'
+    pad = size - len(head) - 2
+    tail = _TAILS.get(pad)
+    if tail is None:
+        tail = b"x" * max(0, pad) + b'"}'
+        if len(_TAILS) < 256:  # bounded: sizes are at most MAX_SIZE, a spec has a few
+            _TAILS[pad] = tail
+    return head + tail
 
 
 class SyntheticPublisher:
