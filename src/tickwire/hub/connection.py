@@ -200,18 +200,14 @@ class Connection:
             self.open = None
             queue.clear()
             return 0
-        batch = queue[0]
-        if len(queue) == 1 and batch.__class__ is Batch:
-            assert isinstance(batch, Batch)
-            if batch.numbered or self.open_start:
-                data, count = batch.join(self.open_start, None, self.number)
-                self.number += count
-            else:
-                data = batch.joined()
-        elif len(queue) == 1 and batch.__class__ is bytes:  # one frame of its own
-            assert isinstance(batch, bytes)
-            data = batch
+        item = queue[0]
+        if len(queue) != 1:
+            data = self._joined(queue, self.hub.joined)
+        elif type(item) is bytes:  # one frame of its own (a lone subscriber's publication)
+            data = item
             self.numbered = False
+        elif type(item) is Batch and not (item.numbered or self.open_start):
+            data = item.joined()
         else:
             data = self._joined(queue, self.hub.joined)
         self.open = None  # its batch is closed: the flush comes at the end of an iteration
@@ -220,12 +216,13 @@ class Connection:
         transport = self.transport
         if transport.is_closing():  # the client went away: its shell disconnects it
             return 0
-        if transport.get_write_buffer_size() + len(data) > self.cap:
+        n = len(data)
+        if transport.get_write_buffer_size() + n > self.cap:
             self.close(CLOSE_SLOW, drop=True)
             return 0
         transport.write(data)
         self.backlog = transport.get_write_buffer_size()
-        return len(data)
+        return n
 
     def _joined(
         self, queue: list[bytes | Slice | Batch], joined: dict[tuple[object, ...], Joined]

@@ -392,7 +392,9 @@ class Hub:
         stats = self.stats
         stats.publications += 1
         if st.groups:  # once per publication, not per delivery
-            latency = max(0.0, time.time() - pub.ts / 1000)
+            latency = time.time() - pub.ts / 1000
+            if latency < 0.0:
+                latency = 0.0
             stats.latency_counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
             stats.latency_sum += latency
         # one frame per format, added to the format's batch of this iteration: the
