@@ -206,8 +206,12 @@ class Connection:
         elif type(item) is bytes:  # one frame of its own (a lone subscriber's publication)
             data = item
             self.numbered = False
-        elif type(item) is Batch and not (item.numbered or self.open_start):
-            data = item.joined()
+        elif type(item) is Batch:
+            if item.numbered or self.open_start:
+                data, count = item.join(self.open_start, None, self.number)
+                self.number += count
+            else:
+                data = item.joined()
         else:
             data = self._joined(queue, self.hub.joined)
         self.open = None  # its batch is closed: the flush comes at the end of an iteration
