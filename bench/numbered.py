@@ -7,6 +7,7 @@ header and number in front. This measures what that costs per delivery against n
 one shared frame, and profiles the Coinbase run (``--profile``).
 
     .venv/bin/python -m bench.numbered [--connections 1000] [--messages 2000] [--batch 10]
+        [--max-write-delay 0]   (0: no write coalescing, so a run under callgrind repeats)
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ class NullTransport:
         pass
 
 
-async def run(fmt: WireFormat, connections: int, messages: int, batch: int) -> tuple[float, int]:
-    """CPU seconds to deliver ``messages`` to ``connections``, and bytes written."""
+async def run(
+    fmt: WireFormat, connections: int, messages: int, batch: int, delay: float | None = None
+) -> tuple[float, int]:
+    """CPU seconds to deliver ``messages`` to ``connections``, and bytes written
+    (``delay``: the hub's ``max_write_delay``, None: its default)."""
     engine = MemoryEngine(HistorySettings(size=100, ttl=60))
-    hub = Hub(engine)
+    hub = Hub(engine) if delay is None else Hub(engine, max_write_delay=delay)
     await engine.start(hub)
     transports = [NullTransport() for _ in range(connections)]
     for t in transports:
@@ -70,7 +74,9 @@ async def run(fmt: WireFormat, connections: int, messages: int, batch: int) -> t
     return spent, sum(t.bytes for t in transports)
 
 
-async def main(connections: int, messages: int, batch: int, rounds: int, profile: bool) -> None:
+async def main(
+    connections: int, messages: int, batch: int, rounds: int, profile: bool, delay: float | None
+) -> None:
     coinbase = Coinbase.configure(default_registry()).fmt
     formats: dict[str, WireFormat] = {
         "native": NATIVE,
@@ -81,7 +87,7 @@ async def main(connections: int, messages: int, batch: int, rounds: int, profile
     best: dict[str, tuple[float, int]] = {}
     for _ in range(rounds):  # interleaved: a disturbance hits every format alike
         for name, fmt in formats.items():
-            spent, nbytes = await run(fmt, connections, messages, batch)
+            spent, nbytes = await run(fmt, connections, messages, batch, delay)
             if name not in best or spent < best[name][0]:
                 best[name] = (spent, nbytes)
     deliveries = connections * (messages // batch) * batch
@@ -97,7 +103,7 @@ async def main(connections: int, messages: int, batch: int, rounds: int, profile
     if profile:
         prof = cProfile.Profile()
         prof.enable()
-        await run(coinbase, connections, messages, batch)
+        await run(coinbase, connections, messages, batch, delay)
         prof.disable()
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(8)
@@ -111,5 +117,6 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--max-write-delay", type=float, default=None, help="the hub's (0: off)")
     a = ap.parse_args()
-    asyncio.run(main(a.connections, a.messages, a.batch, a.rounds, a.profile))
+    asyncio.run(main(a.connections, a.messages, a.batch, a.rounds, a.profile, a.max_write_delay))
