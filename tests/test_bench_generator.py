@@ -126,6 +126,57 @@ def test_scan_stops_at_an_incomplete_frame() -> None:
     assert special is None
 
 
+def walk(buf: bytes, inspect: bool) -> tuple[int, int, list[tuple[int, bytes]] | None]:
+    """The reference: one frame at a time, as RFC 6455 reads."""
+    pos = frames = 0
+    special: list[tuple[int, bytes]] = []
+    while pos + 2 <= len(buf):
+        n, start = buf[pos + 1], pos + 2
+        if n == 126:
+            n, start = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
+        elif n == 127:
+            n, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
+        if start > len(buf) or start + n > len(buf):
+            break
+        frames += 1
+        if inspect or buf[pos] & 0x08 or n < 8:
+            special.append((buf[pos] & 0x0F, buf[start : start + n]))
+        pos = start + n
+    return pos, frames, special or None
+
+
+#: frames as a server writes them: runs of one length (one channel's messages), a length
+#: that changes (a sequence number gaining a digit), control and short frames among them
+FRAMES = st.one_of(
+    st.builds(lambda p: frame(b"x" * p), st.sampled_from([8, 9, 120, 125, 126, 200, 300])),
+    st.builds(lambda p: frame(p, opcode=9), st.binary(max_size=5)),
+    st.builds(lambda p: frame(b"2" * p), st.integers(0, 7)),
+    st.builds(lambda p: frame(b"y" * p, opcode=2), st.sampled_from([8, 129, 137, 65536])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(FRAMES, st.integers(1, 40)), max_size=8),
+    st.integers(0, 400),
+    st.booleans(),
+)
+def test_scan_passes_runs_of_frames_exactly_as_one_frame_at_a_time(
+    runs: list[tuple[bytes, int]], cut: int, inspect: bool
+) -> None:
+    buf = b"".join(f * k for f, k in runs)
+    for data in (buf, buf[: max(0, len(buf) - cut)]):  # whole, and cut mid-frame
+        assert scan(data, 0, inspect) == walk(data, inspect)
+
+
+def test_scan_finds_where_a_run_ends() -> None:
+    a, b = frame(pub(9)), frame(pub(10))  # one byte apart: the sequence gains a digit
+    data = a * 7 + b * 5 + frame(b"p", opcode=9) + a * 3 + b[:40]
+    end, frames, special = scan(data, 0, False)
+    assert (end, frames) == (len(data) - 40, 16)
+    assert special == [(9, b"p")]
+
+
 def test_engineio_dialect_handshake_and_pings() -> None:
     d = EngineIO4Dialect(["trades:BENCH"])
     assert d.on_message(b'0{"sid":"x","pingInterval":25000}', False).send == [b"40"]
