@@ -33,7 +33,7 @@ from tickwire.client.bench.dialects import (
 )
 from tickwire.client.bench.runner import run_bench
 from tickwire.client.bench.stats import Histogram, bucket, bucket_value
-from tickwire.client.bench.wire import scan
+from tickwire.client.bench.wire import MARKER, scan
 from tickwire.client.bench.worker import BenchClient, Counters
 from tickwire.server.auth_routes import AUTH_KEY
 
@@ -121,12 +121,12 @@ def test_counts_exactly_however_the_stream_is_split(cuts: list[int]) -> None:
 
 def test_scan_stops_at_an_incomplete_frame() -> None:
     data = frame(b"a" * 10) + frame(b"b" * 200)[:50]
-    end, frames, special = scan(data, 0, False)
-    assert (end, frames) == (12, 1)
+    end, frames, messages, special = scan(data, 0, False)
+    assert (end, frames, messages) == (12, 1, 0)
     assert special is None
 
 
-def walk(buf: bytes, inspect: bool) -> tuple[int, int, list[tuple[int, bytes]] | None]:
+def walk(buf: bytes, inspect: bool) -> tuple[int, int, int, list[tuple[int, bytes]] | None]:
     """The reference: one frame at a time, as RFC 6455 reads."""
     pos = frames = 0
     special: list[tuple[int, bytes]] = []
@@ -142,13 +142,17 @@ def walk(buf: bytes, inspect: bool) -> tuple[int, int, list[tuple[int, bytes]] |
         if inspect or buf[pos] & 0x08 or n < 8:
             special.append((buf[pos] & 0x0F, buf[start : start + n]))
         pos = start + n
-    return pos, frames, special or None
+    return pos, frames, buf.count(MARKER, 0, pos), special or None
 
 
 #: frames as a server writes them: runs of one length (one channel's messages), a length
 #: that changes (a sequence number gaining a digit), control and short frames among them
 FRAMES = st.one_of(
     st.builds(lambda p: frame(b"x" * p), st.sampled_from([8, 9, 120, 125, 126, 200, 300])),
+    st.builds(frame, st.sampled_from([pub(1), pub(2), pub(10), pub(3, pad=300)])),
+    st.builds(
+        lambda a, b: frame(b"x" * a + MARKER + b"y" * b), st.integers(0, 3), st.integers(3, 5)
+    ),
     st.builds(lambda p: frame(p, opcode=9), st.binary(max_size=5)),
     st.builds(lambda p: frame(b"2" * p), st.integers(0, 7)),
     st.builds(lambda p: frame(b"y" * p, opcode=2), st.sampled_from([8, 129, 137, 65536])),
@@ -172,8 +176,8 @@ def test_scan_passes_runs_of_frames_exactly_as_one_frame_at_a_time(
 def test_scan_finds_where_a_run_ends() -> None:
     a, b = frame(pub(9)), frame(pub(10))  # one byte apart: the sequence gains a digit
     data = a * 7 + b * 5 + frame(b"p", opcode=9) + a * 3 + b[:40]
-    end, frames, special = scan(data, 0, False)
-    assert (end, frames) == (len(data) - 40, 16)
+    end, frames, messages, special = scan(data, 0, False)
+    assert (end, frames, messages) == (len(data) - 40, 16, 15)
     assert special == [(9, b"p")]
 
 

@@ -3,14 +3,16 @@
 The generator must out-run the server it measures on one core, so it never decodes a
 message it does not have to: :func:`scan` walks frame headers to keep its place in the
 stream and to find control frames, and data messages are counted by the marker every
-benchmark payload carries (``"bt":``, the publisher's send time in microseconds) with
-``bytes.count``, in C. Only sampled messages are parsed, for their timestamp.
+benchmark payload carries (``"bt":``, the publisher's send time in microseconds), with
+``bytes.count`` in C for a frame and by stepped slices for a run of frames like it.
+Only sampled messages are parsed, for their timestamp.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import struct
 
 #: Every benchmark payload carries ``"bt":<send time, µs since the UNIX epoch>``.
@@ -60,23 +62,27 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
     return struct.pack("!BBQ4x", head, 0x80 | 127, n) + payload
 
 
-def scan(buf: bytes, pos: int, inspect: bool) -> tuple[int, int, list[tuple[int, bytes]] | None]:
+def scan(
+    buf: bytes, pos: int, inspect: bool
+) -> tuple[int, int, int, list[tuple[int, bytes]] | None]:
     """Walk the complete frames in ``buf`` from ``pos``.
 
-    Returns ``(end, frames, special)``: where the first incomplete frame starts (or
-    ``len(buf)``), how many complete frames were passed, and the frames the caller must
-    look at as ``(opcode, payload)``: control frames, short data frames (< ``SHORT``
-    bytes) and, when ``inspect`` is true, every frame. ``special`` is None when empty.
+    Returns ``(end, frames, messages, special)``: where the first incomplete frame starts
+    (or ``len(buf)``), how many complete frames were passed, how many markers
+    (:data:`MARKER`) they carry, and the frames the caller must look at as ``(opcode,
+    payload)``: control frames, short data frames (< ``SHORT`` bytes) and, when
+    ``inspect`` is true, every frame. ``special`` is None when empty.
 
-    A server's write usually carries a run of data frames of one length (one channel's
-    messages, its payloads padded to one size). Such a run is passed in C, not frame by
-    frame: when the frame at ``pos`` is a plain data frame of ``size`` bytes, the next
-    ``k`` frames are all like it exactly when every ``size``-th byte from ``pos`` repeats
-    its header (by induction: each header gives the same length, so the next frame starts
-    one ``size`` on), which stepped slices check without a Python loop per frame.
+    A server's write usually carries a run of data frames of one shape: one channel's
+    messages, their payloads padded to one size, so one header and the marker at the
+    same offsets. Such a run is passed by one regular expression match (:func:`_shape`),
+    in C, instead of one Python step per frame: by induction each matched header gives
+    the same length, so the next frame starts one frame on. A frame of a run with a
+    marker elsewhere *besides* would be undercounted (no benchmark payload has two).
     """
     n = len(buf)
     frames = 0
+    messages = 0
     special: list[tuple[int, bytes]] | None = None
     while pos + 2 <= n:
         b1 = buf[pos + 1]
@@ -99,38 +105,58 @@ def scan(buf: bytes, pos: int, inspect: bool) -> tuple[int, int, list[tuple[int,
             break
         frames += 1
         b0 = buf[pos]
+        marks = buf.count(MARKER, start, end)
+        messages += marks
         if inspect or b0 & 0x08 or end - start < SHORT:
             if special is None:
                 special = []
             special.append((b0 & 0x0F, buf[start:end]))
-            pos = end
-            continue
-        size = end - pos
-        k = (n - end) // size  # slots for whole frames of this size after this one
-        if k and buf[end : end + start - pos] == buf[pos:start]:
-            run = _run(buf, pos, end, k, size, start - pos)
+        elif marks and end + end - pos <= n and buf[end : end + start - pos] == buf[pos:start]:
+            if marks == 1:  # the usual case: the pattern is known by the one offset
+                key = (buf[pos:start], buf.find(MARKER, start, end) - pos, end - pos)
+                pattern = _SHAPES.get(key) or _shape(buf, pos, start, end, marks, key)
+            else:
+                pattern = _shape(buf, pos, start, end, marks, None)
+            match = pattern.match(buf, end)  # a repetition: it always matches, maybe empty
+            stop = match.end() if match is not None else end
+            run = (stop - end) // (end - pos)
             frames += run
-            end += run * size
+            messages += run * marks
+            end = stop
         pos = end
-    return pos, frames, special
+    return pos, frames, messages, special
 
 
-def _run(buf: bytes, pos: int, begin: int, k: int, size: int, head: int) -> int:
-    """How many frames from ``begin`` on, each ``size`` bytes, repeat the ``head`` header
-    bytes of the frame at ``pos``: every header byte is compared over the ``k`` frame
-    starts at once (a stepped slice), and the first mismatch found from the highest
-    differing byte of the two as one big-endian integer."""
-    stop = begin + k * size
-    run = k
-    for i in range(head):
-        got = buf[begin + i : stop : size]
-        want = bytes((buf[pos + i],)) * k
-        if got != want:
-            diff = int.from_bytes(got, "big") ^ int.from_bytes(want, "big")
-            first = k - 1 - (diff.bit_length() - 1) // 8
-            if first < run:
-                run = first
-    return run
+_SHAPES: dict[object, re.Pattern[bytes]] = {}
+_MAX_SHAPES = 256
+
+
+def _shape(
+    buf: bytes, pos: int, start: int, end: int, marks: int, key: object
+) -> re.Pattern[bytes]:
+    """A pattern matching any number of frames shaped like ``buf[pos:end]``: its header,
+    then each of its ``marks`` markers at the same offsets, any bytes between; kept
+    under ``key`` (or one of the offsets between the markers when None)."""
+    gaps = []
+    i = last = start
+    for _ in range(marks):
+        i = buf.find(MARKER, i, end)
+        gaps.append(i - last)
+        i += len(MARKER)
+        last = i
+    gaps.append(end - last)
+    if key is None:
+        key = (buf[pos:start], tuple(gaps))
+        known = _SHAPES.get(key)
+        if known is not None:
+            return known
+    if len(_SHAPES) >= _MAX_SHAPES:
+        _SHAPES.clear()
+    body = re.escape(MARKER).join(b".{%d}" % gap for gap in gaps)
+    pattern = _SHAPES[key] = re.compile(
+        b"(?:" + re.escape(buf[pos:start]) + body + b")*+", re.DOTALL
+    )
+    return pattern
 
 
 def sample_ts(buf: bytes, start: int, end: int) -> int:

@@ -16,7 +16,6 @@ from tickwire.client.bench.config import BenchConfig, channels_for
 from tickwire.client.bench.dialects import BenchDialect, dialect_for
 from tickwire.client.bench.stats import Histogram
 from tickwire.client.bench.wire import (
-    MARKER,
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -152,13 +151,12 @@ class BenchClient(asyncio.Protocol):
         elif state == _CLOSED:
             return
         try:
-            pos, frames, special = scan(data, 0, state != _READY)
+            pos, frames, messages, special = scan(data, 0, state != _READY)
         except ProtocolError as exc:
             self._fail(str(exc))
             return
         if pos:
             stats.frames += frames
-            messages = data.count(MARKER, 0, pos)
             if messages:
                 stats.messages += messages
                 stats.sample_countdown -= 1
