@@ -522,8 +522,8 @@ FANOUT_PER_TICK = [1, 10, 100]
 #: deliveries/s offered at each messages-per-tick, in order; a target stops after two
 #: steps in a row it cannot deliver (``--steps`` replaces every list)
 FANOUT_STEPS: dict[int, list[int]] = {
-    1: [25_000, 50_000, 100_000, 150_000, 200_000, 300_000, 400_000],
-    10: [100_000, 250_000, 500_000, 1_000_000, 1_500_000, 2_000_000, 3_000_000],
+    1: [25_000, 50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 600_000, 800_000],
+    10: [50_000, 100_000, 250_000, 500_000, 1_000_000, 1_250_000, 1_500_000, 2_000_000, 3_000_000],
     100: [500_000, 1_000_000, 2_000_000, 3_000_000, 4_000_000, 5_000_000],
 }
 #: The target every fan-out result is a ratio to (added to the run when not named).
