@@ -366,6 +366,7 @@ def row(name: str, result: dict[str, Any], offered: float | None = None) -> dict
         "server_rss_mb": server.get("rss_mb"),
         "rss_per_conn_kb": server.get("rss_per_conn_kb"),
         "generator_cpu_pct": max(result.get("generator_cpu_pct") or [0]),
+        "generator_us_per_read": result.get("generator_us_per_read"),
         "foreign_pct": result.get("foreign_pct"),
         "attempt": result.get("attempt"),
     }
@@ -469,11 +470,22 @@ def markdown(report: Report) -> str:
             f"{fmt(report.params.get('shared_burst_ms'), '.1f')} ms.",
             "",
         ]
+    per_read = [r["generator_us_per_read"] for r in report.rows if r.get("generator_us_per_read")]
+    if per_read and report.params.get("connections"):
+        n = report.params["connections"]
+        lines += [
+            f"The load generator (one core) spent {fmt(min(per_read), '.1f')} to "
+            f"{fmt(max(per_read), '.1f')} µs of CPU per read in this run, so reading one "
+            f"write from each of {fmt(n)} connections takes it at least "
+            f"{fmt(n * min(per_read) / 1000, '.1f')} ms: latencies of a burst to all of "
+            "them measure the generator as much as the server.",
+            "",
+        ]
     lines.append(
         "| target | deliveries/s | p50 ms | p99 ms | server CPU | core busy (irq) "
-        "| other load | RSS/conn KB | notes |"
+        "| other load | RSS/conn KB | gen µs/read | notes |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in report.rows:
         notes = r.get("notes", "")
         lines.append(
@@ -481,10 +493,11 @@ def markdown(report: Report) -> str:
             f"| {fmt(r['p99_ms'], '.1f')} | {fmt(r['server_cpu_pct'], '.0f')}% "
             f"| {fmt(r['server_core_busy_pct'], '.0f')}% ({fmt(r['server_core_irq_pct'], '.0f')}%) "
             f"| {fmt(r['foreign_pct'], '.0f')}% "
-            f"| {fmt(r['rss_per_conn_kb'], '.1f')} | {notes} |"
+            f"| {fmt(r['rss_per_conn_kb'], '.1f')} | {fmt(r.get('generator_us_per_read'), '.1f')} "
+            f"| {notes} |"
         )
     for name, err in report.errors.items():
-        lines.append(f"| {name} | - | - | - | - | - | - | - | failed: {err[:80]} |")
+        lines.append(f"| {name} | - | - | - | - | - | - | - | - | failed: {err[:80]} |")
     for name, steps in report.steps.items():
         lines.append("")
         lines.append(
@@ -635,8 +648,8 @@ def sweep(
         say(
             f"   → {r['deliveries_per_s']:,.0f}/s p50 {r['p50_ms']} p99 {r['p99_ms']} ms "
             f"cpu {r['server_cpu_pct']}% core {r['server_core_busy_pct']}% "
-            f"gen {r['generator_cpu_pct']}% other {r['foreign_pct']}% "
-            f"{'held' if r['held'] else 'NOT held'}"
+            f"gen {r['generator_cpu_pct']}% ({fmt(r['generator_us_per_read'], '.1f')} µs/read) "
+            f"other {r['foreign_pct']}% {'held' if r['held'] else 'NOT held'}"
         )
         short = r["deliveries_per_s"] < HELD_SHARE * offered
         if r["ready"] < FANOUT_SUBSCRIBERS or (short and misses):

@@ -61,3 +61,21 @@ def test_the_write_probe_times_sends_to_a_waiting_reader() -> None:
     probe = run.write_probe(connections=4, rounds=3, sends=200)
     assert probe["connections"] == 4 and probe["rounds"] == 3 and probe["bytes"] == 240
     assert isinstance(probe["ns_per_write"], int) and probe["ns_per_write"] > 0
+
+
+def test_the_channels_table_says_what_reading_a_burst_costs_the_generator() -> None:
+    def one(target: str, per_read: float | None) -> dict[str, Any]:
+        return {**step(70_000, 70_000, 100, 70, 1, target), "server_core_busy_pct": 80.0,
+                "server_core_irq_pct": 20.0, "rss_per_conn_kb": 2.0,
+                "generator_us_per_read": per_read}  # fmt: skip
+
+    report = run.Report(
+        "channels",
+        {"connections": 10_000, "shared_burst_ms": 36.4,
+         "write_syscall": {"ns_per_write": 3637, "bytes": 240}},
+        rows=[one("tickwire", 7.25), one(run.FLOOR, 6.5), one("node-ws", None)],
+    )  # fmt: skip
+    text = run.markdown(report)
+    assert "spent 6.5 to 7.2 µs of CPU per read" in text
+    assert "each of 10,000 connections takes it at least 65.0 ms" in text
+    assert "| 2.0 | 7.2 |" in text and "| 2.0 | - |" in text  # per row, and none

@@ -206,6 +206,8 @@ def _result(run: _Run) -> dict[str, Any]:
     messages = sum(w["messages"] for w in windows)
     frames = sum(w["frames"] for w in windows)
     nbytes = sum(w["bytes"] for w in windows)
+    reads = sum(int(w.get("reads", 0)) for w in windows)
+    cpu = sum(float(w.get("cpu", 0.0)) for w in windows)
     hist = merged(w["hist"] for w in windows)
     finals = list(run.finals.values()) or list(run.progress.values())
     close_codes: dict[str, int] = {}
@@ -241,6 +243,9 @@ def _result(run: _Run) -> dict[str, Any]:
         "generator_cpu_pct": [
             round(100.0 * w.get("cpu", 0.0) / seconds, 1) if seconds else None for w in windows
         ],
+        # what one read (one data_received: a server write or more) costs the generator
+        "reads_per_s": round(reads / seconds, 1) if seconds else 0.0,
+        "generator_us_per_read": round(1e6 * cpu / reads, 2) if reads else None,
     }
     if run.server_pid is not None:
         server: dict[str, Any] = {"pid": run.server_pid}

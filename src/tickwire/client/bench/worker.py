@@ -56,6 +56,7 @@ class Counters:
         "lost",
         "messages",
         "opened",
+        "reads",
         "ready",
         "recent",
         "recording",
@@ -70,6 +71,9 @@ class Counters:
         self.lost = 0
         self.frames = 0
         self.messages = 0
+        #: data_received calls: what the transport read from the socket, one or more
+        #: of the server's writes each
+        self.reads = 0
         self.bytes = 0
         self.close_codes: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
@@ -126,6 +130,7 @@ class BenchClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         stats = self.stats
         stats.bytes += len(data)
+        stats.reads += 1
         if self.rest:
             data = self.rest + data
         state = self.state
@@ -231,7 +236,7 @@ class Worker:
         self.clients: list[BenchClient] = []
         self.done = asyncio.Event()
         self.window: dict[str, Any] = {}
-        self._start_totals: tuple[int, int, int] = (0, 0, 0)
+        self._start_totals: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     def my_indices(self) -> range:
         return range(self.index, self.config.connections, self.config.workers)
@@ -297,9 +302,9 @@ class Worker:
         elif kind == "stop":
             self.done.set()
 
-    def _totals(self) -> tuple[int, int, int]:
+    def _totals(self) -> tuple[int, int, int, int]:
         s = self.stats
-        return s.messages, s.frames, s.bytes
+        return s.messages, s.frames, s.bytes, s.reads
 
     def _start_measure(self) -> None:
         self._start_totals = self._totals()
@@ -311,14 +316,15 @@ class Worker:
         if not self.stats.recording:
             return
         self.stats.recording = False
-        m0, f0, b0 = self._start_totals
-        m1, f1, b1 = self._totals()
+        m0, f0, b0, r0 = self._start_totals
+        m1, f1, b1, r1 = self._totals()
         self.window.update(
             end=time.time(),
             cpu=_cpu_seconds() - self.window["cpu_start"],
             messages=m1 - m0,
             frames=f1 - f0,
             bytes=b1 - b0,
+            reads=r1 - r0,
             hist=self.stats.hist.sparse(),
         )
         self.pipe.send(("window", self.window))
