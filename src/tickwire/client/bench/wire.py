@@ -25,6 +25,10 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 
+#: Frames of one shape after a frame that are passed as a run (one match) rather than one
+#: by one: below it, the frame-by-frame walk costs less than building the match.
+RUN = 2
+
 #: Data frames with payloads shorter than this are handed to the dialect even when it
 #: is not inspecting every frame (Engine.IO's ping is the one-byte text frame ``2``).
 SHORT = 8
@@ -111,7 +115,11 @@ def scan(
             if special is None:
                 special = []
             special.append((b0 & 0x0F, buf[start:end]))
-        elif marks and end + end - pos <= n and buf[end : end + start - pos] == buf[pos:start]:
+        elif (
+            marks
+            and end + RUN * (end - pos) <= n  # a run is worth its match from RUN frames on
+            and buf[end : end + start - pos] == buf[pos:start]
+        ):
             if marks == 1:  # the usual case: the pattern is known by the one offset
                 key = (buf[pos:start], buf.find(MARKER, start, end) - pos, end - pos)
                 pattern = _SHAPES.get(key) or _shape(buf, pos, start, end, marks, key)
