@@ -173,6 +173,16 @@ def test_scan_passes_runs_of_frames_exactly_as_one_frame_at_a_time(
         assert scan(data, 0, inspect) == walk(data, inspect)
 
 
+def test_a_run_ends_where_a_frame_of_the_same_length_lacks_the_marker() -> None:
+    marked = frame(b"x" * 20 + MARKER + b"y" * 20)
+    unmarked = frame(b"x" * (20 + len(MARKER) + 20))  # the same header, no marker
+    moved = frame(b"x" * 21 + MARKER + b"y" * 19)  # the marker one byte on
+    for tail in (unmarked, moved):
+        data = marked * 4 + tail * 5 + marked * 3
+        assert scan(data, 0, False) == walk(data, False)
+        assert scan(data, 0, False)[2] == 7 + (5 if tail is moved else 0)
+
+
 def test_scan_finds_where_a_run_ends() -> None:
     a, b = frame(pub(9)), frame(pub(10))  # one byte apart: the sequence gains a digit
     data = a * 7 + b * 5 + frame(b"p", opcode=9) + a * 3 + b[:40]
