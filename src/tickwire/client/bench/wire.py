@@ -4,7 +4,7 @@ The generator must out-run the server it measures on one core, so it never decod
 message it does not have to: :func:`scan` walks frame headers to keep its place in the
 stream and to find control frames, and data messages are counted by the marker every
 benchmark payload carries (``"bt":``, the publisher's send time in microseconds), with
-``bytes.count`` in C for a frame and by stepped slices for a run of frames like it.
+``bytes.count`` in C for a frame and from its first frame for a run of frames like it.
 Only sampled messages are parsed, for their timestamp.
 """
 
@@ -143,8 +143,9 @@ def _shape(
     buf: bytes, pos: int, start: int, end: int, marks: int, key: object
 ) -> re.Pattern[bytes]:
     """A pattern matching any number of frames shaped like ``buf[pos:end]``: its header,
-    then each of its ``marks`` markers at the same offsets, any bytes between; kept
-    under ``key`` (or one of the offsets between the markers when None)."""
+    then each of its ``marks`` markers at the same offsets, any bytes between. It is
+    kept under ``key``, or when that is None under the header and the gaps between the
+    markers."""
     gaps = []
     i = last = start
     for _ in range(marks):
