@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
-import io
-import pstats
 import time
 
+from bench.profiling import print_profile
 from tickwire.dialects.native import NATIVE
 from tickwire.engine import HistorySettings, MemoryEngine
 from tickwire.hub import Hub
@@ -95,13 +93,7 @@ async def main(channels: int, messages: int, batch: int, rounds: int, profile: b
         f"({messages / best:,.0f}/s), {nbytes / writes:.0f} bytes per write"
     )
     if profile:
-        prof = cProfile.Profile()
-        prof.enable()
-        await run(channels, messages, batch)
-        prof.disable()
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(16)
-        print(out.getvalue())
+        await print_profile(run(channels, messages, batch), 16)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
-import io
-import pstats
 import time
 
+from bench.profiling import print_profile
 from tickwire.dialects.coinbase import Coinbase
 from tickwire.dialects.native import NATIVE
 from tickwire.engine import HistorySettings, MemoryEngine
@@ -101,13 +99,7 @@ async def main(
             f"{nbytes / deliveries:.0f} | {ref / spent:.0%} |"
         )
     if profile:
-        prof = cProfile.Profile()
-        prof.enable()
-        await run(coinbase, connections, messages, batch, delay)
-        prof.disable()
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(8)
-        print(out.getvalue())
+        await print_profile(run(coinbase, connections, messages, batch, delay), 8)
 
 
 if __name__ == "__main__":
