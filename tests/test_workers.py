@@ -266,16 +266,22 @@ async def test_two_workers_share_seqs_survive_kill_9_and_drain_on_sigterm(prefix
         await publisher.close()
 
 
-async def test_the_memory_engine_with_two_workers_is_exit_2_naming_the_field() -> None:
+async def serve_until_exit(*args: str) -> tuple[int | None, bytes, bytes]:
+    """``tickwire serve ARGS`` run to its end: exit status, stdout, stderr."""
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "tickwire", "serve", "--workers", "2"),
+        *(sys.executable, "-m", "tickwire", "serve", *args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=ENV,
     )
     async with asyncio.timeout(30):
         out, err = await proc.communicate()
-    assert proc.returncode == 2 and out == b""
+    return proc.returncode, out, err
+
+
+async def test_the_memory_engine_with_two_workers_is_exit_2_naming_the_field() -> None:
+    code, out, err = await serve_until_exit("--workers", "2")
+    assert code == 2 and out == b""
     assert err.decode().splitlines() == [
         "tickwire: config field 'workers' (--workers): expected 0 or 1 with the memory "
         "engine, which is one process (a redis:// engine shares channels between "
@@ -288,16 +294,11 @@ async def test_a_port_in_use_is_one_line_and_exit_2_with_workers() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "tickwire", "serve", "--host", "127.0.0.1"),
-            *("--port", str(port), "--workers", "2", "--engine", "redis://127.0.0.1:1/0"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=ENV,
+        code, out, err = await serve_until_exit(
+            *("--host", "127.0.0.1", "--port", str(port)),
+            *("--workers", "2", "--engine", "redis://127.0.0.1:1/0"),
         )
-        async with asyncio.timeout(30):
-            out, err = await proc.communicate()
-    assert proc.returncode == 2 and out == b""
+    assert code == 2 and out == b""
     assert err.decode().splitlines() == [
         f"tickwire: cannot listen on 127.0.0.1:{port}: port {port} is already in use "
         "(choose another with --port or TICKWIRE_PORT)"
