@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -83,19 +83,35 @@ class Record:
     book: list[BookEvent] = field(default_factory=list)
     trades: list[TradeEvent] = field(default_factory=list)
     orders: list[str] = field(default_factory=list)
-    #: explicit signals: recovered / unrecovered / resync / snapshot, with the connection
+    #: explicit signals: recovered / unrecovered / resync / snapshot (and, where the client
+    #: reports one, its disconnect with the reason), with the connection
     signals: list[tuple[str, int]] = field(default_factory=list)
     errors: list[Any] = field(default_factory=list)
     connections: int = 0
+    #: the client's reading loop ended on an exception (what it was): nothing more comes
+    dead: str | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def touch(self) -> None:
         self.changed.set()
 
-    async def wait(self, cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    async def wait(
+        self,
+        cond: Callable[[], bool],
+        what: str,
+        timeout: float = 60.0,
+        detail: Callable[[], str] | None = None,
+    ) -> None:
+        """Until ``cond()`` holds; on a timeout, an AssertionError with this record's counts
+        and ``detail()``, what the condition was missing."""
         try:
             async with asyncio.timeout(timeout):
                 while not cond():
+                    if self.dead is not None:
+                        raise AssertionError(
+                            f"{self.dialect}: its client stopped reading ({self.dead}) "
+                            f"while waiting for {what}"
+                        )
                     self.changed.clear()
                     await self.changed.wait()
         except TimeoutError:
@@ -103,6 +119,7 @@ class Record:
                 f"{self.dialect}: timed out waiting for {what} "
                 f"(book {len(self.book)}, trades {len(self.trades)}, "
                 f"connections {self.connections}, errors {self.errors[-3:]})"
+                + (f": {detail()}" if detail is not None else "")
             ) from None
 
 
@@ -120,6 +137,21 @@ class Side:
 
     async def stop(self) -> None:
         raise NotImplementedError
+
+    def spawn(self, reading: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """The client's reading loop as a task: an exception in it (a message of a shape
+        the client does not expect) is recorded, and every wait on the record fails at
+        once with it, instead of the record going quiet until a wait times out."""
+
+        async def guarded() -> None:
+            try:
+                await reading
+            except Exception as exc:
+                self.rec.dead = repr(exc)[:500]
+                self.rec.errors.append(f"the reading loop failed: {self.rec.dead}")
+                self.rec.touch()
+
+        return asyncio.create_task(guarded())
 
 
 # -- native: the tickwire SDK -------------------------------------------------------------
@@ -151,7 +183,7 @@ class NativeSide(Side):
         sub = self.client.subscribe(*self.channels)
         await sub.start()
         self.rec.signals.append(("subscribed", self.rec.connections))
-        self.task = asyncio.create_task(self._run(sub))
+        self.task = self.spawn(self._run(sub))
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, Connected):
@@ -160,25 +192,21 @@ class NativeSide(Side):
 
     async def _run(self, sub: Any) -> None:
         rec = self.rec
-        try:
-            async for item in sub:
-                if isinstance(item, Recovered):
-                    rec.signals.append(("recovered", rec.connections))
-                elif isinstance(item, Resynced):
-                    rec.signals.append(("resync", rec.connections))
-                elif isinstance(item, BookUpdate):
-                    kind = "snapshot" if item.snapshot else "update"
-                    lv = levels(item.data.bids, item.data.asks)
-                    rec.book.append(BookEvent(kind, item.seq, lv, rec.connections))
-                elif isinstance(item, Trade):
-                    d = item.data
-                    ev = TradeEvent(item.seq, str(d.id), d.price, d.size, rec.connections)
-                    rec.trades.append(ev)
-                elif isinstance(item, Order):
-                    rec.orders.append(item.data.id)
-                rec.touch()
-        except Exception as exc:  # recorded: the test fails on it
-            rec.errors.append(repr(exc))
+        async for item in sub:
+            if isinstance(item, Recovered):
+                rec.signals.append(("recovered", rec.connections))
+            elif isinstance(item, Resynced):
+                rec.signals.append(("resync", rec.connections))
+            elif isinstance(item, BookUpdate):
+                kind = "snapshot" if item.snapshot else "update"
+                lv = levels(item.data.bids, item.data.asks)
+                rec.book.append(BookEvent(kind, item.seq, lv, rec.connections))
+            elif isinstance(item, Trade):
+                d = item.data
+                ev = TradeEvent(item.seq, str(d.id), d.price, d.size, rec.connections)
+                rec.trades.append(ev)
+            elif isinstance(item, Order):
+                rec.orders.append(item.data.id)
             rec.touch()
 
     async def stop(self) -> None:
@@ -298,7 +326,7 @@ class RangerSide(Side):
 
     async def start(self) -> None:
         await self._connect(0)
-        self.task = asyncio.create_task(self._run())
+        self.task = self.spawn(self._run())
 
     async def _connect(self, attempt: int) -> None:
         base = self.urls[attempt % len(self.urls)]
@@ -386,6 +414,11 @@ def prophit_subs(*names: str) -> list[dict[str, Any]]:
     ]
 
 
+#: the longest line the Node client may print (a whole book is a few kilobytes; asyncio's
+#: default, 64 KiB, would end the reading loop on a longer one)
+LINE_LIMIT = 1 << 24
+
+
 class ProphitSide(Side):
     """``tests/js/market_client.js``: the ``book`` and ``trades`` endpoints; every event's
     offset carries the core seq; a connect that is not ``recovered`` subscribes again."""
@@ -403,6 +436,7 @@ class ProphitSide(Side):
         self.acks: list[Any] = []
         #: a book endpoint's first result after a (re)subscribe is the whole book
         self._fresh = True
+        self.stopping = False
 
     async def start(self) -> None:
         need_node()
@@ -415,14 +449,17 @@ class ProphitSide(Side):
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=str(JS),
+            limit=LINE_LIMIT,
             env={**os.environ},
         )
-        self.task = asyncio.create_task(self._run())
+        self.task = self.spawn(self._run())
 
     async def _run(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         while line := await self.proc.stdout.readline():
             self._apply(json.loads(line))
+        if not self.stopping:
+            raise RuntimeError(f"the Node client exited ({await self.proc.wait()})")
 
     def _apply(self, line: dict[str, Any]) -> None:
         rec = self.rec
@@ -441,6 +478,8 @@ class ProphitSide(Side):
                 rec.errors.append(line["err"])
             else:
                 rec.signals.append(("subscribed", rec.connections))
+        elif ev == "disconnect":
+            rec.signals.append((f"disconnect: {line['reason']}", rec.connections))
         elif ev in ("err", "connect_error"):
             rec.errors.append(line)
         elif ev == "res":
@@ -462,6 +501,7 @@ class ProphitSide(Side):
             rec.orders.append(str(line["pub"]["data"].get("id")))
 
     async def stop(self) -> None:
+        self.stopping = True
         if self.proc is not None:
             if self.proc.returncode is None:
                 self.proc.kill()
@@ -498,7 +538,7 @@ class OpcodeSide(Side):
 
     async def start(self) -> None:
         await self._connect(0)
-        self.task = asyncio.create_task(self._run())
+        self.task = self.spawn(self._run())
 
     async def _connect(self, attempt: int) -> None:
         base = self.urls[attempt % len(self.urls)]
@@ -607,6 +647,31 @@ def with_seqs(rec: Record, ref: dict[int, tuple[Level, ...]]) -> list[BookEvent]
             else:
                 out.append(BookEvent("snapshot", seq, e.levels, conn))
     return out
+
+
+async def until_window_end(
+    rec: Record, ref: dict[int, tuple[Level, ...]], end: int, last_trade: str
+) -> None:
+    """Until ``rec`` holds the book up to seq ``end`` (placed on the native reference
+    ``ref``) and the trade ``last_trade``; a timeout says which of the two is missing."""
+
+    def last_seq() -> int:
+        return (with_seqs(rec, ref)[-1].seq or 0) if rec.book else 0
+
+    def has_trade() -> bool:
+        return any(t.id == last_trade for t in rec.trades)
+
+    def detail() -> str:
+        tail = [(t.seq, t.id, t.conn) for t in rec.trades[-3:]]
+        return (
+            f"its book ends at seq {last_seq()} of {end}; trade {last_trade} "
+            f"{'seen' if has_trade() else 'not seen'}, its last trades (seq, id, conn) {tail}; "
+            f"signals {rec.signals[-4:]}"
+        )
+
+    await rec.wait(
+        lambda: last_seq() >= end and has_trade(), "the end of the window", detail=detail
+    )
 
 
 def apply(book: dict[tuple[str, str], str], event: BookEvent) -> None:

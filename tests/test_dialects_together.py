@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -69,6 +70,7 @@ from .crosskit import (
     need_node,
     prophit_subs,
     reference_updates,
+    until_window_end,
     with_seqs,
 )
 from .harness import Client
@@ -133,6 +135,7 @@ class Serve:
             "TICKWIRE_BEARER_JWKS": keys.jwks,
         }
         cmd = [sys.executable, "-m", "tickwire", "serve", "--host", "127.0.0.1", "--port", "0"]
+        self.log_path = log
         self.log = log.open("w")
         self.proc = subprocess.Popen(
             [*cmd, "--log-level", "warning", *args],
@@ -164,6 +167,12 @@ class Serve:
         with urllib.request.urlopen(self.http + path, timeout=10) as r:
             return json.loads(r.read())
 
+    def tail(self, lines: int = 40) -> str:
+        """The last lines of the node's log (warnings and errors: ``--log-level warning``)."""
+        self.log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:]) or "(empty)"
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -175,6 +184,19 @@ class Serve:
         assert self.proc.stdout is not None
         self.proc.stdout.close()
         self.log.close()
+
+
+@contextlib.contextmanager
+def logs_on_failure(**nodes: Serve | None) -> Iterator[None]:
+    """On an exception, print each node's last log lines (pytest shows them with the
+    failure): a timed-out wait then comes with what the servers said."""
+    try:
+        yield
+    except BaseException:
+        for name, node in nodes.items():
+            if node is not None:
+                print(f"--- the last lines of node {name}'s log:\n{node.tail()}")
+        raise
 
 
 # -- credentials as each dialect's client obtains them ------------------------------------
@@ -254,13 +276,7 @@ async def together(
         ref = reference_updates(native.rec)
         last_trade = native.rec.trades[-1].id
         for s in sides[1:]:
-            await s.rec.wait(
-                lambda s=s: (  # type: ignore[misc]
-                    (with_seqs(s.rec, ref)[-1].seq or 0) >= end
-                    and any(t.id == last_trade for t in s.rec.trades)
-                ),
-                "the end of the window",
-            )
+            await until_window_end(s.rec, ref, end, last_trade)
         return Outcome({s.dialect: s.rec for s in sides}, view, ref)
     finally:
         await asyncio.gather(*(s.stop() for s in sides), return_exceptions=True)
@@ -281,7 +297,9 @@ def outcome(
                 async with aiohttp.ClientSession() as session:
                     return await together(session, keys, urls, node)
 
-            yield asyncio.run(run())
+            with logs_on_failure(a=node):
+                result = asyncio.run(run())
+            yield result
         finally:
             node.stop()
         return
@@ -305,7 +323,9 @@ def outcome(
             async with aiohttp.ClientSession() as session:
                 return await together(session, keys, spread, b or a)
 
-        yield asyncio.run(run2())
+        with logs_on_failure(a=a, b=b):
+            result2 = asyncio.run(run2())
+        yield result2
     finally:
         if b is not None:
             b.stop()
@@ -445,13 +465,7 @@ async def kill_one_node(session: aiohttp.ClientSession, keys: Keys, a: Serve, b:
         ref = reference_updates(native.rec)
         last_trade = native.rec.trades[-1].id
         for s in sides[1:]:
-            await s.rec.wait(
-                lambda s=s: (  # type: ignore[misc]
-                    (with_seqs(s.rec, ref)[-1].seq or 0) >= end
-                    and any(t.id == last_trade for t in s.rec.trades)
-                ),
-                "the end of the window",
-            )
+            await until_window_end(s.rec, ref, end, last_trade)
         return Failover({s.dialect: s.rec for s in sides}, view, ref, killed_at)
     finally:
         await asyncio.gather(*(s.stop() for s in sides), return_exceptions=True)
@@ -475,7 +489,9 @@ def failover(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[F
             async with aiohttp.ClientSession() as session:
                 return await kill_one_node(session, keys, a, b)
 
-        yield asyncio.run(run())
+        with logs_on_failure(a=a, b=b):
+            result = asyncio.run(run())
+        yield result
     finally:
         if b is not None:
             b.stop()
