@@ -169,7 +169,8 @@ class Serve:
 
     def tail(self, lines: int = 40) -> str:
         """The last lines of the node's log (warnings and errors: ``--log-level warning``)."""
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:]) or "(empty)"
 
