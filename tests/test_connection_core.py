@@ -278,6 +278,26 @@ async def test_a_bad_handshake_credential_is_told_then_closed_3500() -> None:
         assert r.close_code() == 3500
 
 
+class Mute(Toy):
+    """A dialect that tells nothing of an error (as Socket.IO before its connect)."""
+
+    def render_error(self, error: ProtocolError) -> bytes:
+        return b""
+
+
+async def test_a_dialect_that_tells_nothing_gets_no_empty_frame() -> None:
+    async with rig(Mute, query="token=mallory") as r:
+        assert not await r.core.open()  # a bad credential: told nothing, closed 3500
+        await next_iteration()
+        data = b"".join(r.transport.writes)
+        assert data[:1] == b"\x88" and r.close_code() == 3500  # the close frame only
+    async with rig(Mute) as r:
+        assert await r.core.open()
+        await r.core.receive("not json")  # an error told nothing, counted
+        await next_iteration()
+        assert r.transport.writes == [] and r.core.errors_in_a_row == 1
+
+
 async def test_private_channels_follow_the_identity() -> None:
     async with rig(query="token=alice") as r:
         assert await r.core.open()

@@ -234,7 +234,11 @@ class ConnectionCore:
         return self.state is State.CLOSED or self.conn.closed
 
     def send(self, payload: bytes) -> None:
-        self.hub.send(self.conn, payload)
+        """Queue one message; ``b""`` is nothing to say (a dialect that tells nothing
+        now), never an empty frame: Socket.IO's WebSocket path writes the hub's frames
+        as they are and an empty message is not an Engine.IO packet."""
+        if payload:
+            self.hub.send(self.conn, payload)
 
     def emit(self, event: Event) -> None:
         payload = self.dialect.render(event)
@@ -246,9 +250,7 @@ class ConnectionCore:
 
     def fail(self, error: ProtocolError) -> None:
         """Tell the client; too many errors in a row close the connection."""
-        payload = self.dialect.render_error(error)
-        if payload:  # b"": a protocol that tells nothing now (Socket.IO before connect)
-            self.send(payload)
+        self.send(self.dialect.render_error(error))  # b"": nothing (Socket.IO before connect)
         self.errors_in_a_row += 1
         if self.errors_in_a_row >= self.dialect.max_errors_in_a_row:
             self.close(CLOSE_POLICY, "too many errors")
