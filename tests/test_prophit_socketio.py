@@ -10,6 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.prophitkit import Prophit, run_prophit
 from tickwire.auth import Entitlements
@@ -23,7 +25,7 @@ from tickwire.dialects.socketio import (
 )
 from tickwire.hub.frames import close_frame, text_frame
 from tickwire.server.socketio import SOCKETIO_KEY as SOCKETIO
-from tickwire.server.socketio import split_frames
+from tickwire.server.socketio import passes_as_is, split_frames
 
 TS = 1_700_000_040_000
 SUB = {"path": "/real-time/crowd-sentiment", "method": "get", "params": {"ticker": "AAPL"}}
@@ -354,6 +356,51 @@ def test_split_frames_drops_empty_views_and_splits_pairs() -> None:
     big = text_frame(b"x" * 70_000) + text_frame(b"y" * 300)
     payloads, changed, closed = split_frames(big)
     assert [len(p) for p in payloads] == [70_000, 300] and not changed and closed is None
+
+
+#: JSON text as the formats render it: any characters but raw control ones (JSON escapes
+#: them): ASCII, or with multibyte UTF-8, whose bytes include 0x81 and 0x88
+_TEXT = st.one_of(
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40),
+    st.text(st.characters(min_codepoint=0x20, exclude_categories=["Cs"]), max_size=40),
+)
+
+
+@st.composite
+def session_frames(draw: st.DrawFn) -> bytes:
+    """What a session's own hub connection writes: text frames of packets (raw channels'
+    events, acks, errors; never empty: the core drops b""), some of two packets joined
+    by \x1e as a view would, of lengths around 30 (0x1e), 126 and 136 (0x88 in the
+    length), perhaps a close frame at the end."""
+    frames = []
+    for _ in range(draw(st.integers(1, 6))):
+        body = draw(_TEXT).encode()
+        pad = b"p" * draw(st.sampled_from([0, 0, 0, 1, 20, 110, 118, 130, 250, 0x1E00]))
+        packet = b'42["pub",{"d":"' + body + pad + b'"}]'
+        if draw(st.integers(0, 3)) == 0:
+            packet = packet + b"\x1e" + packet
+        frames.append(text_frame(packet))
+    if draw(st.integers(0, 3)) == 0:
+        frames.append(close_frame(draw(st.sampled_from([1000, 3008]))))
+    return b"".join(frames)
+
+
+@given(session_frames())
+def test_what_passes_as_is_is_what_split_frames_leaves_unchanged(data: bytes) -> None:
+    """The WebSocket fast path skips reading the frames only where reading them would
+    change nothing: no split, no close."""
+    if passes_as_is(data):
+        payloads, changed, closed = split_frames(data)
+        assert not changed and closed is None
+        assert b"".join(text_frame(p) for p in payloads) == data
+
+
+def test_plain_frames_pass_as_is_and_pairs_and_closes_go_the_long_way() -> None:
+    plain = text_frame(b'42["pub",{"d":1}]') * 3
+    assert passes_as_is(plain)
+    assert not passes_as_is(plain + text_frame(b"a\x1eb"))
+    assert not passes_as_is(plain + close_frame(3008))
+    assert not passes_as_is(text_frame(b"x" * 0x1E))  # a length byte: the long way
 
 
 async def test_the_bench_wire_raw_channels_over_websocket() -> None:

@@ -102,6 +102,17 @@ def split_frames(data: bytes) -> tuple[list[bytes], bool, int | None]:
     return out, changed, closed
 
 
+def passes_as_is(data: bytes) -> bool:
+    """Whether the hub's frames in ``data``, written by a session's own hub connection
+    (raw channels, acks, pings, errors: no endpoint view), can go to a WebSocket as they
+    are, without reading them frame by frame (:func:`split_frames`): no payload holds
+    two packets (``\x1e``, which JSON text never holds raw) and no close frame (0x88).
+    Its payloads are never empty (``ConnectionCore.send`` drops ``b""``) and carry no
+    offsets (only views' events do). Two ``memchr`` in C; conservative: a length byte
+    that is 0x1e or 0x88 sends ``data`` the long way, never the other way round."""
+    return b"\x1e" not in data and b"\x88" not in data
+
+
 class SessionTransport:
     """The one transport every hub connection of a session writes to (the hub's
     ``Transport`` protocol). WebSocket: frames go to the socket as they are (re-framed
@@ -116,10 +127,14 @@ class SessionTransport:
         s = self.session
         if s.gone:
             return
+        ws = s.ws_transport
+        # a view's frames (its lanes') may be empty, paired or carry offsets: the long way
+        if ws is not None and not s.upgrading and not s.core.lanes and passes_as_is(data):
+            ws.write(data)  # the common case: what split_frames would leave as it is
+            return
         payloads, changed, closed = split_frames(data)
         if s.offsets:
             s.note_offsets(payloads)
-        ws = s.ws_transport
         if ws is not None and not s.upgrading:
             if not changed:
                 ws.write(data)
@@ -699,5 +714,6 @@ __all__ = [
     "SessionTransport",
     "SocketIOServer",
     "install_socketio",
+    "passes_as_is",
     "split_frames",
 ]
