@@ -24,8 +24,9 @@ from tickwire.dialects.socketio import (
     parse_sio,
 )
 from tickwire.hub.frames import close_frame, text_frame
+from tickwire.model.publication import Position
 from tickwire.server.socketio import SOCKETIO_KEY as SOCKETIO
-from tickwire.server.socketio import passes_as_is, split_frames
+from tickwire.server.socketio import Session, passes_as_is, split_frames
 
 TS = 1_700_000_040_000
 SUB = {"path": "/real-time/crowd-sentiment", "method": "get", "params": {"ticker": "AAPL"}}
@@ -401,6 +402,54 @@ def test_plain_frames_pass_as_is_and_pairs_and_closes_go_the_long_way() -> None:
     assert not passes_as_is(plain + text_frame(b"a\x1eb"))
     assert not passes_as_is(plain + close_frame(3008))
     assert not passes_as_is(text_frame(b"x" * 0x1E))  # a length byte: the long way
+
+
+async def test_the_offsets_noted_for_recovery_are_the_last_handed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session notes each channel's last offset sent (what recovery resumes from):
+    from a write's last frame where each lane streams one channel, frame by frame where
+    a lane streams several. Either way the same offsets, and the client gets every event
+    once, ``data`` and ``res`` as two messages."""
+    async with run_prophit() as p:
+        sio, events = await connect(p, ["websocket"])
+        try:
+            (session,) = p.gw.runner.app[SOCKETIO].sessions.values()
+            read: list[int] = []  # writes read frame by frame (the long way)
+            note = Session.note_offsets
+
+            def counted(self: Session, payloads: list[bytes]) -> None:
+                read.append(len(payloads))
+                note(self, payloads)
+
+            monkeypatch.setattr(Session, "note_offsets", counted)
+            assert await sio.call("subscribe", SUB, timeout=5) is None
+            seqs = [await p.crowd(TS + i * 60_000, i / 10) for i in range(4)]
+            res = await events.wait("res", 4)
+            epoch = res[0][1].split("|")[1]
+            assert [r[1] for r in res] == [f"sentiment:AAPL|{epoch}|{s}" for s in seqs]
+            assert session.sent["sentiment:AAPL"] == Position(epoch, seqs[-1])
+            long_way = len(read)
+            assert long_way <= 1  # the subscribe's reply at most: then the tail
+
+            tsla = {**SUB, "params": {"ticker": "TSLA"}}  # the same lane: two channels
+            assert await sio.call("subscribe", tsla, timeout=5) is None
+            t = await p.crowd(TS, 0.7, ticker="TSLA")
+            a = await p.crowd(TS + 9 * 60_000, 0.9)
+            got = await events.wait("res", 6)
+            tsla_epoch = got[4][1].split("|")[1]
+            assert got[4][1] == f"sentiment:TSLA|{tsla_epoch}|{t}"
+            assert session.sent["sentiment:TSLA"] == Position(tsla_epoch, t)
+            assert session.sent["sentiment:AAPL"] == Position(epoch, a)
+            assert len(read) > long_way  # read frame by frame
+
+            assert await sio.call("unsubscribe", tsla, timeout=5) is None
+            last = [await p.crowd(TS + (10 + i) * 60_000, 0.1) for i in range(3)]
+            await events.wait("res", 9)
+            assert session.sent["sentiment:AAPL"] == Position(epoch, last[-1])
+            assert len(events.got["data"]) == len(events.got["res"]) == 9
+        finally:
+            await sio.disconnect()
 
 
 async def test_the_bench_wire_raw_channels_over_websocket() -> None:

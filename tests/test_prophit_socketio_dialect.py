@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from tickwire.auth import ANONYMOUS, Entitlements, Principal
@@ -34,8 +35,11 @@ from tickwire.dialects.prophit_socketio import (
     SavedSession,
     endpoint_view,
 )
+from tickwire.hub import Framed, text_frame
 from tickwire.model.channels import parse_channel
-from tickwire.model.publication import Position
+from tickwire.model.payloads import CrowdSentiment, MarketSentiment
+from tickwire.model.publication import Position, Publication
+from tickwire.server.socketio import split_frames
 
 SUB = {"path": "/real-time/crowd-sentiment", "method": "get", "params": {"ticker": "AAPL"}}
 AAPL = parse_channel("sentiment:AAPL")
@@ -221,3 +225,26 @@ def test_an_endpoint_view_is_the_keys_streaming_entitlements() -> None:
     paths = Principal("a", Entitlements(streaming_paths=frozenset({"trades"})))
     denied = view.denied(paths, AAPL)
     assert denied is not None and "streaming paths" in denied.message
+
+
+def test_a_view_frames_its_events_itself_both_as_two_messages_and_a_hidden_one_as_none() -> None:
+    def pub(data: object) -> Publication:
+        raw = msgspec.Raw(msgspec.json.encode(data))
+        return Publication("sentiment:AAPL", 7, "e1", 1_700_000_040_000, raw)
+
+    crowd = pub(CrowdSentiment(1_700_000_040_000, "AAPL", 0.5, 0.25, 0.5, None, 7, 1.25))
+    fmt = prophit_format(ENDPOINTS["crowd-sentiment"], "both", True)
+    framed = fmt.pub(crowd)
+    assert type(framed) is Framed and text_frame(framed) is framed  # queued as it is
+    payloads, changed, closed = split_frames(framed)
+    assert not changed and closed is None  # two whole frames: nothing to split or drop
+    first, second = payloads
+    assert first[:2] == second[:2] == b"42"
+    data, res = json.loads(first[2:]), json.loads(second[2:])
+    assert (data[0], res[0]) == ("data", "res") and data[2] == res[2] == "sentiment:AAPL|e1|7"
+    assert data[1]["results"] == res[1]["results"]
+    # a market-prophit point on the same channel is not this view's: no frame at all
+    mp = fmt.pub(pub(MarketSentiment(1_700_000_040_000, "AAPL", 0.1, 0.1, None, None)))
+    assert mp == b"" and type(mp) is Framed
+    with pytest.raises(ValueError):
+        text_frame(framed, compressed=True)

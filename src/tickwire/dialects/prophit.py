@@ -25,7 +25,8 @@ import msgspec
 
 from tickwire.auth import Principal, authorize
 from tickwire.dialects.errors import ProtocolError
-from tickwire.dialects.socketio import RECORD_SEPARATOR, sio_event
+from tickwire.dialects.socketio import sio_event
+from tickwire.hub import Framed, text_frame
 from tickwire.model.channels import Channel, ChannelError, parse_channel
 from tickwire.model.publication import Position, Publication, Snapshot
 
@@ -299,14 +300,19 @@ _decode = msgspec.json.decode
 EventStyle = Literal["data", "res", "both"]
 
 
+#: what a view renders of a publication it does not show: no frame
+NOTHING = Framed(b"")
+
+
 class ProphitFormat:
     """The hub's encoder for one endpoint, event style and recovery mode: each
     publication rendered once for every subscriber of the same (endpoint, ticker).
 
     With ``offsets`` every event ends with the publication's offset
     (``<channel>|<epoch>|<seq>``), which socket.io-client ≥ 4.6 hands back on reconnect
-    to recover what it missed. ``both`` renders two packets separated by ``\\x1e`` (the
-    shell sends them as two WebSocket frames or two polling packets)."""
+    to recover what it missed. The format frames its events itself (:class:`Framed`):
+    ``both`` is two frames (the shell sends them as two WebSocket messages or two polling
+    packets) and a publication the view does not show is no frame at all."""
 
     compressed = False
 
@@ -323,11 +329,11 @@ class ProphitFormat:
     def _render(self, channel: str, epoch: str, seq: int, ts: int, data: bytes) -> bytes:
         decoded = _decode(data)
         if not isinstance(decoded, dict):
-            return b""
+            return NOTHING
         ticker = channel.partition(":")[2]
         row = result(self.endpoint, ticker, decoded)
         if row is None:
-            return b""
+            return NOTHING
         extra = (f"{channel}|{epoch}|{seq}",) if self.offsets else ()
         req_params = {"ticker": ticker}
         packets = []
@@ -338,8 +344,8 @@ class ProphitFormat:
                 "results": [row],
                 "timestamp": iso(ts),
             }
-            packets.append(sio_event(name, body, *extra))
-        return RECORD_SEPARATOR.join(packets)
+            packets.append(text_frame(sio_event(name, body, *extra)))
+        return Framed(b"".join(packets))
 
     def pub(self, pub: Publication) -> bytes:
         return self._render(pub.channel, pub.epoch, pub.seq, pub.ts, pub.data)

@@ -12,7 +12,7 @@ from tickwire.hub.connection import (
     Connection,
     Transport,
 )
-from tickwire.hub.frames import Numbered, close_frame, text_frame
+from tickwire.hub.frames import Framed, Numbered, close_frame, text_frame
 from tickwire.hub.hub import Catchup, Hub, HubStats
 from tickwire.hub.wire import WireFormat
 
@@ -27,6 +27,7 @@ __all__ = [
     "CLOSE_UNAUTHORIZED",
     "Catchup",
     "Connection",
+    "Framed",
     "Hub",
     "HubStats",
     "Numbered",

@@ -27,6 +27,15 @@ class Numbered(bytes):
         return obj
 
 
+class Framed(bytes):
+    """Complete WebSocket text frames (none, one or several) that a format rendered
+    itself: :func:`text_frame` passes them as they are. For a format whose one event is
+    several messages (Socket.IO's ``data`` and ``res`` events of one publication) or
+    none (a view that shows nothing of it): the hub queues them like any frame."""
+
+    __slots__ = ()
+
+
 class NumberedFrame(bytes):
     """A text frame of a :class:`Numbered` message, still without its number and header
     (:meth:`tickwire.hub.Connection.push` completes it per connection). ``compressed``:
@@ -78,6 +87,10 @@ def text_frame(payload: bytes, compressed: bool = False) -> bytes:
     A :class:`Numbered` payload gives a :class:`NumberedFrame`."""
     if payload.__class__ is Numbered:
         return NumberedFrame(payload, payload.template, compressed)
+    if payload.__class__ is Framed:
+        if compressed:
+            raise ValueError("a format's own frames cannot be compressed by the hub")
+        return payload
     head = _TEXT | _RSV1 if compressed else _TEXT
     n = len(payload)
     if n < 126:
@@ -94,6 +107,8 @@ def deflate_message(payload: bytes, wbits: int = 15, level: int = 6) -> bytes:
     """``payload`` compressed as one permessage-deflate message (RFC 7692), from a fresh
     context: it refers to no earlier message, so the same bytes are valid for every
     client, with or without context takeover, and can be shared between them."""
+    if payload.__class__ is Framed:
+        raise ValueError("a format's own frames cannot be compressed as one message")
     c = zlib.compressobj(level, zlib.DEFLATED, -wbits)
     data = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
     data = data[:-4] if data.endswith(_SYNC_TAIL) else data

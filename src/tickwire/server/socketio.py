@@ -62,6 +62,8 @@ from tickwire.server.wsframes import CLOSE_NORMAL, FrameReader
 log = logging.getLogger(__name__)
 
 _CLOSE_OP = 0x08
+#: the longest offset ``,"<channel>|<epoch>|<seq>"]`` (parse_offset's 256 and quotes)
+MAX_OFFSET = 262
 _EIO_NOOP = b"6"
 _EIO_CLOSE = b"1"
 #: engine.io's error codes in its HTTP 400 answers (clients show the message).
@@ -103,20 +105,21 @@ def split_frames(data: bytes) -> tuple[list[bytes], bool, int | None]:
 
 
 def passes_as_is(data: bytes) -> bool:
-    """Whether the hub's frames in ``data``, written by a session's own hub connection
-    (raw channels, acks, pings, errors: no endpoint view), can go to a WebSocket as they
-    are, without reading them frame by frame (:func:`split_frames`): no payload holds
-    two packets (``\x1e``, which JSON text never holds raw) and no close frame (0x88).
-    Its payloads are never empty (``ConnectionCore.send`` drops ``b""``) and carry no
-    offsets (only views' events do). Two ``memchr`` in C; conservative: a length byte
-    that is 0x1e or 0x88 sends ``data`` the long way, never the other way round."""
+    """Whether the hub's frames in ``data`` can go to a WebSocket as they are, without
+    reading them frame by frame (:func:`split_frames`): no payload holds two packets
+    (``\x1e``, which JSON text never holds raw) and no close frame (0x88). No payload is
+    empty: ``ConnectionCore.send`` drops ``b""`` and a view renders what it does not show
+    as no frame (:class:`~tickwire.hub.Framed`). Two ``memchr`` in C; conservative: a
+    length byte that is 0x1e or 0x88 sends ``data`` the long way, never the other way
+    round. (Offsets, which only views' events carry, are :meth:`Session.note_tail`'s.)"""
     return b"\x1e" not in data and b"\x88" not in data
 
 
 class SessionTransport:
     """The one transport every hub connection of a session writes to (the hub's
-    ``Transport`` protocol). WebSocket: frames go to the socket as they are (re-framed
-    only where a payload held two packets). Polling: payloads wait for the next GET."""
+    ``Transport`` protocol). WebSocket: frames go to the socket as they are (read one by
+    one only where :func:`passes_as_is` or :meth:`Session.note_tail` cannot vouch for
+    them). Polling: payloads wait for the next GET."""
 
     __slots__ = ("session",)
 
@@ -128,8 +131,12 @@ class SessionTransport:
         if s.gone:
             return
         ws = s.ws_transport
-        # a view's frames (its lanes') may be empty, paired or carry offsets: the long way
-        if ws is not None and not s.upgrading and not s.core.lanes and passes_as_is(data):
+        if (
+            ws is not None
+            and not s.upgrading
+            and passes_as_is(data)
+            and (not s.offsets or not s.core.lanes or s.note_tail(data))
+        ):
             ws.write(data)  # the common case: what split_frames would leave as it is
             return
         payloads, changed, closed = split_frames(data)
@@ -344,6 +351,30 @@ class Session:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def note_tail(self, data: bytes) -> bool:
+        """Note the offset of a lane's write from its last frame alone, where that is
+        exact: every lane streams one channel, and ``data`` ends with an offset of one of
+        them. A lane writes only its own channel's events, each ending with its offset,
+        so the last is that channel's newest (frames of a channel it has just left may
+        come first: no longer held, nothing to resume). False: nothing noted; the frames
+        are read one by one (:meth:`note_offsets`)."""
+        lanes = self.core.lanes.values()
+        if not data.endswith(b'"]') or any(len(lane.channels) != 1 for lane in lanes):
+            return False
+        start = data.rfind(b',"', max(0, len(data) - MAX_OFFSET))
+        if start < 0:
+            return False
+        # parse_offset's rules on bytes (ASCII digits only): channel|epoch|seq
+        name, _, rest = data[start + 2 : -2].partition(b"|")
+        epoch, bar, seq = rest.partition(b"|")
+        channel = name.decode("utf-8", "replace")
+        if not (bar and epoch and seq.isdigit()) or not any(
+            channel in lane.channels for lane in lanes
+        ):
+            return False
+        self.sent[channel] = Position(epoch.decode("utf-8", "replace"), int(seq))
+        return True
 
     def note_offsets(self, payloads: list[bytes]) -> None:
         """Remember the last position handed to the client per channel (recovery)."""
