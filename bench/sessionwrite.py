@@ -15,7 +15,7 @@ session treats differently:
     .venv/bin/python -m bench.sessionwrite [--batch 10] [--writes 20000] [--rounds 5]
 
 It uses only what older trees have too, so the same file measures them:
-``PYTHONPATH=<old tree>/src python bench/sessionwrite.py``.
+``PYTHONPATH=<old tree>/src .venv/bin/python -m bench.sessionwrite``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from bench.numbered import NullTransport
 from tickwire.dialects.base import Handshake
 from tickwire.dialects.prophit import CHANNEL_FORMAT, ENDPOINTS, prophit_format
 from tickwire.hub.frames import text_frame
@@ -38,20 +39,6 @@ from tickwire.server.config import load_config
 from tickwire.server.socketio import SOCKETIO_KEY, Session, SessionTransport
 
 TS = 1_700_000_040_000
-
-
-class NullTransport:
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    def write(self, data: bytes) -> None:
-        self.bytes += len(data)
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return False
 
 
 def publications(ticker: str, n: int) -> list[Publication]:
@@ -103,17 +90,17 @@ async def main(batch: int, n: int, rounds: int) -> None:
     server = build_app(config)[SOCKETIO_KEY]
     shapes = writes(batch)
     native = NullTransport()
-    results: dict[str, list[float]] = {"native (asyncio's transport)": []}
+    results: dict[str, list[float]] = {"native: a transport that only counts": []}
     results.update({name: [] for name in shapes})
     for _ in range(rounds):  # interleaved, so that the machine's noise hits all alike
-        results["native (asyncio's transport)"].append(
+        results["native: a transport that only counts"].append(
             per_publication(native, shapes["raw channels"][0], n, batch)
         )
         for name, (data, lanes) in shapes.items():
             transport, sink = session(server, lanes)
             results[name].append(per_publication(transport, data, n, batch))
             assert sink.bytes, f"{name}: nothing reached the WebSocket"
-    floor = min(results["native (asyncio's transport)"])
+    floor = min(results["native: a transport that only counts"])
     print(f"{batch} publications a write, {n:,} writes, best of {rounds} rounds")
     print("| write | ns per publication (best) | vs native |")
     print("|---|---:|---:|")
