@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.prophitkit import Prophit, run_prophit
 from tickwire.auth import Entitlements
+from tickwire.dialects.prophit import parse_offset
 from tickwire.dialects.socketio import (
     PacketError,
     SioType,
@@ -25,8 +26,9 @@ from tickwire.dialects.socketio import (
 )
 from tickwire.hub.frames import close_frame, text_frame
 from tickwire.model.publication import Position
+from tickwire.server import socketio as socketio_server
 from tickwire.server.socketio import SOCKETIO_KEY as SOCKETIO
-from tickwire.server.socketio import Session, passes_as_is, split_frames
+from tickwire.server.socketio import Session, last_offset, passes_as_is, split_frames
 
 TS = 1_700_000_040_000
 SUB = {"path": "/real-time/crowd-sentiment", "method": "get", "params": {"ticker": "AAPL"}}
@@ -396,6 +398,52 @@ def test_what_passes_as_is_is_what_split_frames_leaves_unchanged(data: bytes) ->
         assert b"".join(text_frame(p) for p in payloads) == data
 
 
+CHANNELS = ("sentiment:AAPL", "sentiment:TSLA")
+
+
+@st.composite
+def view_frames(draw: st.DrawFn) -> bytes:
+    """A lane's write: events of two channels ending with their offsets (some as the
+    both style's pair of frames), rows whose data holds offset look-alikes (a string
+    ``"sentiment:AAPL|e|9"`` in a list, as a publisher's data may) and multibyte text."""
+    frames = []
+    for _ in range(draw(st.integers(0, 8))):
+        channel = draw(st.sampled_from(CHANNELS))
+        offset = f"{channel}|e{draw(st.integers(0, 2))}|{draw(st.integers(0, 999))}"
+        row: list[object] = [draw(_TEXT)]
+        if draw(st.booleans()):
+            row.append(f"{draw(st.sampled_from(CHANNELS))}|e|{draw(st.integers(0, 99))}")
+        packet = json.dumps(["res", {"d": row}, offset], ensure_ascii=False, separators=(",", ":"))
+        frame = text_frame(b"42" + packet.encode())
+        frames.append(frame * draw(st.integers(1, 2)))
+    return b"".join(frames)
+
+
+def offsets_read_one_by_one(data: bytes) -> dict[str, Position]:
+    """The reference: every payload's offset, in order (what note_offsets keeps)."""
+    out: dict[str, Position] = {}
+    for payload in split_frames(data)[0]:
+        parsed = parse_offset(json.loads(payload[2:])[-1])
+        if parsed is not None:
+            out[parsed[0]] = parsed[1]
+    return out
+
+
+@given(view_frames())
+def test_each_channels_last_offset_is_found_as_reading_every_frame_finds_it(data: bytes) -> None:
+    expected = offsets_read_one_by_one(data)
+    for channel in CHANNELS:
+        assert last_offset(data, channel) == expected.get(channel)
+
+
+def test_an_offset_look_alike_inside_a_packet_is_passed_over() -> None:
+    real = text_frame(b'42["res",{"d":1},"sentiment:AAPL|e|5"]')
+    fake = text_frame(b'42["res",{"d":["sentiment:AAPL|e|9"]},"sentiment:TSLA|e|1"]')
+    assert last_offset(real + fake, "sentiment:AAPL") == Position("e", 5)
+    assert last_offset(fake, "sentiment:AAPL") is None
+    assert last_offset(real + fake, "sentiment:TSLA") == Position("e", 1)
+
+
 def test_plain_frames_pass_as_is_and_pairs_and_closes_go_the_long_way() -> None:
     plain = text_frame(b'42["pub",{"d":1}]') * 3
     assert passes_as_is(plain)
@@ -408,9 +456,9 @@ async def test_the_offsets_noted_for_recovery_are_the_last_handed_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The session notes each channel's last offset sent (what recovery resumes from):
-    from a write's last frame where each lane streams one channel, frame by frame where
-    a lane streams several. Either way the same offsets, and the client gets every event
-    once, ``data`` and ``res`` as two messages."""
+    by searching a write for each channel its views stream, or, beyond MAX_SEARCHED
+    channels, frame by frame. Either way the same offsets, and the client gets every
+    event once, ``data`` and ``res`` as two messages."""
     async with run_prophit() as p:
         sio, events = await connect(p, ["websocket"])
         try:
@@ -430,7 +478,7 @@ async def test_the_offsets_noted_for_recovery_are_the_last_handed_out(
             assert [r[1] for r in res] == [f"sentiment:AAPL|{epoch}|{s}" for s in seqs]
             assert session.sent["sentiment:AAPL"] == Position(epoch, seqs[-1])
             long_way = len(read)
-            assert long_way <= 1  # the subscribe's reply at most: then the tail
+            assert long_way <= 1  # the subscribe's reply at most: then searched
 
             tsla = {**SUB, "params": {"ticker": "TSLA"}}  # the same lane: two channels
             assert await sio.call("subscribe", tsla, timeout=5) is None
@@ -441,13 +489,19 @@ async def test_the_offsets_noted_for_recovery_are_the_last_handed_out(
             assert got[4][1] == f"sentiment:TSLA|{tsla_epoch}|{t}"
             assert session.sent["sentiment:TSLA"] == Position(tsla_epoch, t)
             assert session.sent["sentiment:AAPL"] == Position(epoch, a)
-            assert len(read) > long_way  # read frame by frame
+            assert len(read) == long_way  # both searched for, not read frame by frame
+
+            monkeypatch.setattr(socketio_server, "MAX_SEARCHED", 1)  # two: read them all
+            t = await p.crowd(TS + 60_000, 0.8, ticker="TSLA")
+            await events.wait("res", 7)
+            assert session.sent["sentiment:TSLA"] == Position(tsla_epoch, t)
+            assert len(read) > long_way
 
             assert await sio.call("unsubscribe", tsla, timeout=5) is None
             last = [await p.crowd(TS + (10 + i) * 60_000, 0.1) for i in range(3)]
-            await events.wait("res", 9)
+            await events.wait("res", 10)
             assert session.sent["sentiment:AAPL"] == Position(epoch, last[-1])
-            assert len(events.got["data"]) == len(events.got["res"]) == 9
+            assert len(events.got["data"]) == len(events.got["res"]) == 10
         finally:
             await sio.disconnect()
 
