@@ -10,7 +10,9 @@ session treats differently:
   by the session's own hub connection;
 - ``view, one channel``: a view's events (``both`` style, with offsets) from a lane that
   streams one channel, as most clients subscribe;
-- ``view, two channels``: the same from a lane that streams two tickers.
+- ``view, two channels``: the same from a lane that streams two tickers;
+- ``view, twenty channels``: from a lane of twenty, more than the session searches a
+  write for (``MAX_SEARCHED``): its frames are read one by one.
 
     .venv/bin/python -m bench.sessionwrite [--batch 10] [--writes 20000] [--rounds 5]
 
@@ -55,6 +57,8 @@ def writes(batch: int) -> dict[str, tuple[bytes, list[set[str]]]]:
     view = prophit_format(ENDPOINTS["crowd-sentiment"], "both", True)
     aapl, tsla = publications("AAPL", batch), publications("TSLA", batch)
     two = [p for pair in zip(aapl, tsla, strict=True) for p in pair][:batch]
+    many = [f"T{i:02d}" for i in range(20)]
+    twenty = [publications(t, 1)[0] for t in many][:batch]
     return {
         "raw channels": (b"".join(text_frame(CHANNEL_FORMAT.pub(p)) for p in aapl), []),
         "view, one channel": (
@@ -64,6 +68,10 @@ def writes(batch: int) -> dict[str, tuple[bytes, list[set[str]]]]:
         "view, two channels": (
             b"".join(text_frame(view.pub(p)) for p in two),
             [{"sentiment:AAPL", "sentiment:TSLA"}],
+        ),
+        "view, twenty channels": (
+            b"".join(text_frame(view.pub(p)) for p in twenty),
+            [{f"sentiment:{t}" for t in many}],
         ),
     }
 
