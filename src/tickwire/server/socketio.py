@@ -133,14 +133,14 @@ def passes_as_is(data: bytes) -> bool:
     empty: ``ConnectionCore.send`` drops ``b""`` and a view renders what it does not show
     as no frame (:class:`~tickwire.hub.Framed`). Two ``memchr`` in C; conservative: a
     length byte that is 0x1e or 0x88 sends ``data`` the long way, never the other way
-    round. (Offsets, which only views' events carry, are :meth:`Session.note_tail`'s.)"""
+    round. (Offsets, which only views' events carry, are :meth:`Session.note_searched`'s.)"""
     return b"\x1e" not in data and b"\x88" not in data
 
 
 class SessionTransport:
     """The one transport every hub connection of a session writes to (the hub's
     ``Transport`` protocol). WebSocket: frames go to the socket as they are (read one by
-    one only where :func:`passes_as_is` or :meth:`Session.note_tail` cannot vouch for
+    one only where :func:`passes_as_is` or :meth:`Session.note_searched` cannot vouch for
     them). Polling: payloads wait for the next GET."""
 
     __slots__ = ("session",)
@@ -157,7 +157,7 @@ class SessionTransport:
             ws is not None
             and not s.upgrading
             and passes_as_is(data)
-            and (not s.offsets or not s.core.lanes or s.note_tail(data))
+            and (not s.offsets or not s.core.lanes or s.note_searched(data))
         ):
             ws.write(data)  # the common case: what split_frames would leave as it is
             return
@@ -374,7 +374,7 @@ class Session:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def note_tail(self, data: bytes) -> bool:
+    def note_searched(self, data: bytes) -> bool:
         """Note, for each channel the session's views stream, the newest offset in
         ``data`` (:func:`last_offset`, searched from the end) instead of reading every
         frame: a lane writes only its channels' events, each ending with its offset.
