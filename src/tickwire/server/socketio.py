@@ -111,17 +111,16 @@ def last_offset(data: bytes, channel: str) -> Position | None:
     """The newest offset of ``channel`` among the hub's frames in ``data``: the last
     ``,"<channel>|<epoch>|<seq>"]`` that ends a packet, i.e. is followed by the next
     frame's 0x81 or by the end of ``data`` (JSON text never has 0x81 after ``]``, so a
-    look-alike inside a packet's data is passed over). Validated as
-    :func:`~tickwire.dialects.prophit.parse_offset` does (ASCII digits only)."""
+    look-alike inside a packet's data is passed over), read by
+    :func:`~tickwire.dialects.prophit.parse_offset` as every offset is."""
     needle = b',"' + channel.encode() + b"|"
-    end, n = len(data), len(data)
+    end = n = len(data)
     while (at := data.rfind(needle, 0, end)) >= 0:
-        start = at + len(needle)
-        close = data.find(b'"]', start, at + MAX_OFFSET)
+        close = data.find(b'"]', at + len(needle), at + MAX_OFFSET)
         if close >= 0 and (close + 2 == n or data[close + 2] == 0x81):
-            epoch, bar, seq = data[start:close].partition(b"|")
-            if bar and epoch and seq.isdigit() and b'"' not in epoch:
-                return Position(epoch.decode("utf-8", "replace"), int(seq))
+            parsed = parse_offset(data[at + 2 : close].decode("utf-8", "replace"))
+            if parsed is not None and parsed[0] == channel:
+                return parsed[1]
         end = at  # not where a packet ends: search on before it
     return None
 
@@ -380,7 +379,8 @@ class Session:
         frame: a lane writes only its channels' events, each ending with its offset.
         False, nothing noted, beyond :data:`MAX_SEARCHED` channels: reading the frames
         one by one (:meth:`note_offsets`) is then cheaper than a search for each."""
-        names = [name for lane in self.core.lanes.values() for name in lane.channels]
+        # a channel two views stream (two lanes) is searched for once
+        names = {name for lane in self.core.lanes.values() for name in lane.channels}
         if len(names) > MAX_SEARCHED:
             return False
         sent = self.sent
