@@ -438,6 +438,18 @@ def sweep_markdown(report: Report) -> str:
         )
     for name, err in report.errors.items():
         lines.append(f"| - | {name} | failed: {err[:80]} | | | | | | | |")
+    bounds = [
+        f"{r['target']} @ {r['per_tick']}/tick (generator "
+        f"{fmt(r.get('generator_cpu_at_last_pct'), '.0f')}% busy)"
+        for r in report.rows
+        if r.get("held_last_step")
+    ]
+    if bounds:
+        lines.append(
+            "\nHeld at the sweep's last step, so its held rate is a lower bound: "
+            + ", ".join(bounds)
+            + "."
+        )
     for k, mix in report.params.get("mixed_vs_native", {}).items():
         held = "-" if mix["held"] is None else f"{100 * mix['held']:.0f}%"
         lines.append(
@@ -539,6 +551,14 @@ FANOUT_STEPS: dict[int, list[int]] = {
     10: [50_000, 100_000, 250_000, 500_000, 1_000_000, 1_250_000, 1_500_000, 2_000_000, 3_000_000],
     100: [500_000, 1_000_000, 2_000_000, 3_000_000, 4_000_000, 5_000_000],
 }
+#: A target that still holds the last listed step goes on, each step ``EXTEND_FACTOR``
+#: times the one before, at most ``EXTEND_MAX`` more, until it is not held or the load
+#: generator is ``GENERATOR_BOUND_PCT`` busy (beyond that it measures itself). Off when
+#: ``--steps`` names the steps.
+EXTEND_FACTOR = 1.5
+EXTEND_MAX = 4
+GENERATOR_BOUND_PCT = 90.0
+EXTEND = True
 #: The target every fan-out result is a ratio to (added to the run when not named).
 FLOOR = "raw-floor"
 
@@ -624,7 +644,8 @@ def sweep(
     server = TARGETS[target]
     steps: list[dict[str, Any]] = []
     misses = False
-    for offered in steps_for(per_tick):
+    listed = steps_for(per_tick)
+    while (offered := next_step(listed, steps)) is not None:
         rate = offered / FANOUT_SUBSCRIBERS
         spec = f"channel=trades:BENCH,rate={rate:g},batch={per_tick},size=150"
         say(f"[{name}] {target} @ {per_tick}/tick: offering {offered:,} deliveries/s")
@@ -658,6 +679,25 @@ def sweep(
     return steps
 
 
+def next_step(listed: list[int], steps: list[dict[str, Any]]) -> int | None:
+    """The offered rate of the sweep's next step after ``steps``: the next listed one,
+    then (:data:`EXTEND`) ``EXTEND_FACTOR`` times the last while it was held with the
+    generator under :data:`GENERATOR_BOUND_PCT`, at most :data:`EXTEND_MAX` of them
+    (two significant digits); None when the sweep is over."""
+    if len(steps) < len(listed):
+        return listed[len(steps)]
+    last = steps[-1] if steps else None
+    if (
+        not EXTEND
+        or last is None
+        or len(steps) >= len(listed) + EXTEND_MAX
+        or not last["held"]
+        or (last.get("generator_cpu_pct") or 0.0) >= GENERATOR_BOUND_PCT
+    ):
+        return None
+    return int(float(f"{last['offered_per_s'] * EXTEND_FACTOR:.2g}"))
+
+
 def cpu_ns_per_delivery(step: dict[str, Any]) -> float | None:
     """The server process's CPU time per delivery in a step (ns)."""
     cpu, rate = step.get("server_cpu_pct"), step.get("deliveries_per_s")
@@ -679,6 +719,10 @@ def fanout_summary(target: str, per_tick: int, steps: list[dict[str, Any]]) -> d
     out["cpu_ns_per_delivery"] = cpu_ns_per_delivery(top)
     held = fmt(out["held_per_s"]) if held_steps else "none"
     out["notes"] = f"held (p99<50ms): {held}"
+    last = steps[-1]
+    # held at the sweep's end: the server's limit is higher (a lower bound)
+    out["held_last_step"] = bool(last["held"])
+    out["generator_cpu_at_last_pct"] = last.get("generator_cpu_pct")
     return out
 
 
@@ -1046,7 +1090,8 @@ def main(argv: list[str] | None = None) -> int:
         "--steps",
         default="",
         help="fanout: only these offered rates at every messages-per-tick, e.g. "
-        "500000,1000000,2000000 (default: a list per messages-per-tick)",
+        "500000,1000000,2000000 (default: a list per messages-per-tick, extended while "
+        "the last step is held)",
     )
     ap.add_argument(
         "--per-tick",
@@ -1071,6 +1116,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--steps: not a list of rates: {args.steps!r}")
         for k in FANOUT_PER_TICK:
             FANOUT_STEPS[k] = rates
+        global EXTEND
+        EXTEND = False  # the steps asked for, no more
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:

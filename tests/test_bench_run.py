@@ -31,6 +31,49 @@ def test_every_sweep_reaches_the_coalescing_regime() -> None:
     assert run.steps_for(20) == sorted({r * 2 for r in run.FANOUT_STEPS[10]})
 
 
+def test_a_sweep_goes_past_its_list_while_held_and_the_generator_has_headroom() -> None:
+    listed = [100_000, 200_000]
+
+    def done(*p99_gen: tuple[float, float]) -> list[dict[str, Any]]:
+        rates = [*listed, 300_000, 450_000, 680_000, 1_000_000][: len(p99_gen)]
+        return [
+            {**step(r, r, p99, 50, 10), "generator_cpu_pct": gen}
+            for r, (p99, gen) in zip(rates, p99_gen, strict=True)
+        ]
+
+    assert run.next_step(listed, []) == 100_000
+    assert run.next_step(listed, done((5, 20))) == 200_000
+    assert run.next_step(listed, done((5, 20), (5, 30))) == 300_000  # 1.5x, held
+    assert run.next_step(listed, done((5, 20), (5, 30), (5, 40))) == 450_000
+    assert run.next_step(listed, done((5, 20), (5, 30), (5, 40), (5, 50))) == 680_000  # 2 digits
+    assert run.next_step(listed, done((5, 20), (90, 30))) is None  # not held: over
+    assert run.next_step(listed, done((5, 20), (5, 95))) is None  # the generator's limit
+    four_more = done((5, 20), (5, 30), (5, 40), (5, 50), (5, 60), (5, 70))
+    assert len(four_more) == len(listed) + run.EXTEND_MAX
+    assert run.next_step(listed, four_more) is None  # bounded
+    run.EXTEND = False
+    try:
+        assert run.next_step(listed, done((5, 20), (5, 30))) is None  # --steps: only those
+    finally:
+        run.EXTEND = True
+
+
+def test_a_row_held_at_the_sweeps_end_is_reported_as_a_lower_bound() -> None:
+    held = [{**step(r, r, 10, 50, 10, "tickwire"), "generator_cpu_pct": 94.0}
+            for r in (1_000_000, 2_000_000)]  # fmt: skip
+    ended = [step(1_000_000, 1_000_000, 10, 50, 10, run.FLOOR),
+             step(2_000_000, 1_500_000, 900, 99, 10, run.FLOOR)]  # fmt: skip
+    rows = [run.fanout_summary("tickwire", 10, held), run.fanout_summary(run.FLOOR, 10, ended)]
+    run.add_ratios(rows)
+    assert rows[0]["held_last_step"] and not rows[1]["held_last_step"]
+    report = run.Report("fanout", {"subscribers": 1000, "size": 150, "engine": "memory",
+                                   "per_tick": [10], "date": "2026-12-03 06:00 UTC"},
+                        rows=rows)  # fmt: skip
+    text = run.markdown(report)
+    assert "lower bound: tickwire @ 10/tick (generator 94% busy)." in text
+    assert "raw-floor @ 10/tick (" not in text
+
+
 def test_rows_are_ratios_to_the_floor_at_the_same_messages_per_tick() -> None:
     tw = [step(50_000, 50_000, 10, 50, 1, "tickwire"), step(100_000, 99_000, 20, 60, 1, "tickwire")]
     fl = [step(50_000, 50_000, 12, 55, 1, run.FLOOR), step(100_000, 80_000, 500, 99, 1, run.FLOOR)]
