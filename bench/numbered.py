@@ -8,6 +8,10 @@ one shared frame, and profiles the Coinbase run (``--profile``).
 
     .venv/bin/python -m bench.numbered [--connections 1000] [--messages 2000] [--batch 10]
         [--max-write-delay 0]   (0: no write coalescing, so a run under callgrind repeats)
+        [--profile [--spread]]
+
+"numbers spread" rows put every subscriber at a number of its own, as subscribers that
+came at different times stand (a fan-out over sockets): none shares another's join.
 """
 
 from __future__ import annotations
@@ -48,17 +52,26 @@ class NullTransport:
 
 
 async def run(
-    fmt: WireFormat, connections: int, messages: int, batch: int, delay: float | None = None
+    fmt: WireFormat,
+    connections: int,
+    messages: int,
+    batch: int,
+    delay: float | None = None,
+    spread: bool = False,
 ) -> tuple[float, int]:
     """CPU seconds to deliver ``messages`` to ``connections``, and bytes written
-    (``delay``: the hub's ``max_write_delay``, None: its default)."""
+    (``delay``: the hub's ``max_write_delay``, None: its default). ``spread``: each
+    connection stands at a number of its own (connection i has been sent i messages
+    before), as subscribers that came at different times do; else all at 0."""
     engine = MemoryEngine(HistorySettings(size=100, ttl=60))
     hub = Hub(engine) if delay is None else Hub(engine, max_write_delay=delay)
     await engine.start(hub)
     transports = [NullTransport() for _ in range(connections)]
-    for t in transports:
+    for i, t in enumerate(transports):
         conn = hub.connect(t, fmt, 1 << 30)
         hub.go_live(conn, await hub.subscribe(conn, "trades:BTC-USD", False, None))
+        if spread:
+            conn.number = 10_000 + 7 * i  # numbers of their own, mostly of five digits
     loop = asyncio.get_running_loop()
     start = time.process_time()
     for _ in range(messages // batch):
@@ -73,19 +86,28 @@ async def run(
 
 
 async def main(
-    connections: int, messages: int, batch: int, rounds: int, profile: bool, delay: float | None
+    connections: int,
+    messages: int,
+    batch: int,
+    rounds: int,
+    profile: bool,
+    delay: float | None,
+    spread: bool,
 ) -> None:
     coinbase = Coinbase.configure(default_registry()).fmt
-    formats: dict[str, WireFormat] = {
-        "native": NATIVE,
-        "coinbase": coinbase,
-        "native+deflate": deflated(NATIVE, 15),
-        "coinbase+deflate": deflated(coinbase, 15),
+    # (format, spread): "numbers spread" puts every subscriber at a number of its own
+    formats: dict[str, tuple[WireFormat, bool]] = {
+        "native": (NATIVE, False),
+        "coinbase": (coinbase, False),
+        "coinbase, numbers spread": (coinbase, True),
+        "native+deflate": (deflated(NATIVE, 15), False),
+        "coinbase+deflate": (deflated(coinbase, 15), False),
+        "coinbase+deflate, numbers spread": (deflated(coinbase, 15), True),
     }
     best: dict[str, tuple[float, int]] = {}
     for _ in range(rounds):  # interleaved: a disturbance hits every format alike
-        for name, fmt in formats.items():
-            spent, nbytes = await run(fmt, connections, messages, batch, delay)
+        for name, (fmt, apart) in formats.items():
+            spent, nbytes = await run(fmt, connections, messages, batch, delay, apart)
             if name not in best or spent < best[name][0]:
                 best[name] = (spent, nbytes)
     deliveries = connections * (messages // batch) * batch
@@ -93,13 +115,13 @@ async def main(
     print("| format | deliveries/s (CPU) | µs per delivery | bytes per delivery | vs native |")
     print("|---|---:|---:|---:|---:|")
     for name, (spent, nbytes) in best.items():
-        ref = best[name.replace("coinbase", "native")][0]
+        ref = best[name.split(",")[0].replace("coinbase", "native")][0]
         print(
             f"| {name} | {deliveries / spent:,.0f} | {1e6 * spent / deliveries:.3f} | "
             f"{nbytes / deliveries:.0f} | {ref / spent:.0%} |"
         )
     if profile:
-        await print_profile(run(coinbase, connections, messages, batch, delay), 8)
+        await print_profile(run(coinbase, connections, messages, batch, delay, spread), 8)
 
 
 if __name__ == "__main__":
@@ -110,5 +132,8 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--max-write-delay", type=float, default=None, help="the hub's (0: off)")
+    ap.add_argument("--spread", action="store_true", help="--profile: numbers spread")
     a = ap.parse_args()
-    asyncio.run(main(a.connections, a.messages, a.batch, a.rounds, a.profile, a.max_write_delay))
+    asyncio.run(
+        main(a.connections, a.messages, a.batch, a.rounds, a.profile, a.max_write_delay, a.spread)
+    )

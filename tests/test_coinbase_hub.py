@@ -8,10 +8,15 @@ import json
 import zlib
 from typing import Any
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tickwire.dialects.coinbase import Coinbase
 from tickwire.dialects.native import NATIVE
 from tickwire.hub import CLOSE_STREAM_RESET, Numbered, text_frame
-from tickwire.hub.frames import NumberedFrame
+from tickwire.hub.batch import Batch
+from tickwire.hub.frames import NumberedFrame, numbered_template
 from tickwire.hub.wire import deflated
 from tickwire.model.markets import default_registry
 from tickwire.model.publication import Publication
@@ -106,6 +111,75 @@ def test_a_numbered_frame_is_the_plain_frame_with_its_number() -> None:
         whole = frame.head(n) + frame
         expected = text_frame(b'{"sequence_num":%d,' % n + b'"a":1}' * 40)
         assert whole == expected
+
+
+def one_by_one(frames: list[bytes], number: int) -> bytes:
+    """The reference: each numbered frame completed by its own head, in order."""
+    out, n = [], number
+    for frame in frames:
+        if isinstance(frame, NumberedFrame):
+            out.append(frame.head(n))
+            n += 1
+        out.append(frame)
+    return b"".join(out)
+
+
+# rests of every size class of header (short, 16-bit), with '%' in them and in the
+# length bytes (0x25), plain and compressed, between frames of nobody's number
+_REST = st.binary(min_size=0, max_size=300).map(lambda b: b.replace(b"\x00", b"%"))
+_FRAME = st.one_of(
+    st.tuples(_REST, st.booleans()).map(
+        lambda rc: text_frame(Numbered(rc[0], b'{"sequence_num":%d,'), rc[1])
+    ),
+    _REST.map(lambda b: text_frame(b'{"type":"x"' + b + b"}")),
+)
+
+
+@given(
+    st.lists(_FRAME, min_size=1, max_size=12),
+    st.one_of(st.integers(0, 10**6), st.sampled_from([0, 8, 9, 95, 99, 999, 10**9 - 3])),
+    st.integers(0, 3),
+)
+def test_a_batch_numbers_its_frames_as_each_frame_would_one_by_one(
+    frames: list[bytes], number: int, start: int
+) -> None:
+    """One template per batch and digit count gives every connection's number the
+    bytes head() gives frame by frame, across a power of ten too (the slow way then)."""
+    batch = Batch([])
+    for frame in frames:
+        batch.append(frame)
+    start = min(start, len(frames) - 1)
+    data, count = batch.join(start, None, number)
+    assert data == one_by_one(frames[start:], number)
+    assert count == sum(isinstance(f, NumberedFrame) for f in frames[start:])
+    again, _ = batch.join(start, None, number + 1)  # the same template, the next number
+    assert again == one_by_one(frames[start:], number + 1)
+
+
+def test_a_length_byte_that_reads_as_percent_is_taken_as_it_is() -> None:
+    """Payload lengths whose header bytes are 0x25 (``%``): 37, 0x0125, 0x2525."""
+    prefix = len(b'{"sequence_num":5,')
+    for length in (0x25, 0x0125, 0x2525):
+        for compressed in (False, True):
+            lead = 5 if compressed else 0  # the stored block's header
+            rest = Numbered(b"x" * (length - prefix - lead), b'{"sequence_num":%d,')
+            frame = text_frame(rest, compressed)
+            assert isinstance(frame, NumberedFrame)
+            assert b"%" in frame.head(5)[:4]
+            batch = Batch([])
+            batch.append(frame)
+            batch.append(frame)
+            assert batch.join(0, None, 5) == (one_by_one([frame, frame], 5), 2)
+
+
+def test_a_template_takes_exactly_one_number_per_numbered_frame() -> None:
+    frame = text_frame(Numbered(b'"a":"50%"}', b'{"sequence_num":%d,'))
+    assert isinstance(frame, NumberedFrame)
+    template, count = numbered_template([frame, frame], 3)
+    assert count == 2 and template % (100, 101) == frame.head(100) + frame + frame.head(101) + frame
+    bad = text_frame(Numbered(b"}", b'{"n":%d,"m":%d,'))
+    with pytest.raises(ValueError, match="one %d"):
+        numbered_template([bad], 1)
 
 
 async def test_reset_closes_trade_subscribers_and_resnapshots_the_book() -> None:

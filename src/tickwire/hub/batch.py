@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tickwire.hub.frames import NumberedFrame
+from tickwire.hub.frames import NumberedFrame, numbered_template
 
 if TYPE_CHECKING:
     from tickwire.hub.connection import Connection
@@ -34,6 +34,7 @@ class Batch:
         "joins",
         "limit",
         "numbered",
+        "templates",
         "whole",
         "whole_frames",
     )
@@ -54,6 +55,9 @@ class Batch:
         self.numbered = False
         #: joined bytes by (start, end, number): subscribers at the same place share one
         self.joins: dict[tuple[int, int, int], tuple[bytes, int]] = {}
+        #: numbered frames as one ``%``-template by (start, end, digits): subscribers at
+        #: different numbers of as many digits fill in their numbers in one call
+        self.templates: dict[tuple[int, int, int], tuple[bytes, int]] = {}
         #: every frame joined (unnumbered), and how many frames that was
         self.whole = b""
         self.whole_frames = 0
@@ -92,16 +96,33 @@ class Batch:
             if not self.numbered:
                 done = (frames[0] if len(frames) == 1 else b"".join(frames), 0)
             else:
-                parts: list[bytes] = []
-                n = number
-                for frame in frames:
-                    if isinstance(frame, NumberedFrame):
-                        parts.append(frame.head(n))
-                        n += 1
-                    parts.append(frame)
-                done = (b"".join(parts), n - number)
+                done = self._numbered(start, stop, frames, number)
             self.joins[key] = done
         return done
+
+    def _numbered(
+        self, start: int, stop: int, frames: list[bytes], number: int
+    ) -> tuple[bytes, int]:
+        """``frames`` numbered from ``number``. Where the numbers all have as many
+        digits (nearly always), one ``%`` of the batch's template for that many digits,
+        in C, however many frames; where they cross a power of ten, frame by frame."""
+        digits = len(str(number))
+        tkey = (start, stop, digits)
+        made = self.templates.get(tkey)
+        if made is None:
+            made = self.templates[tkey] = numbered_template(frames, digits)
+        template, count = made
+        last = number + count - 1
+        if count and len(str(last)) == digits:
+            return template % tuple(range(number, last + 1)), count
+        parts: list[bytes] = []
+        n = number
+        for frame in frames:
+            if isinstance(frame, NumberedFrame):
+                parts.append(frame.head(n))
+                n += 1
+            parts.append(frame)
+        return b"".join(parts), n - number
 
 
 class Slice:

@@ -71,6 +71,31 @@ class NumberedFrame(bytes):
         return head
 
 
+def numbered_template(frames: list[bytes], digits: int) -> tuple[bytes, int]:
+    """``frames`` as one ``%``-template whose ``%d`` are the numbers of its
+    :class:`NumberedFrame` s, each number of ``digits`` digits (their headers then do not
+    depend on the number); and how many numbers it takes. ``template % numbers`` is the
+    frames joined as :meth:`NumberedFrame.head` numbers them, one by one."""
+    parts: list[bytes] = []
+    count = 0
+    for frame in frames:
+        if isinstance(frame, NumberedFrame):
+            fmt = frame.template
+            if fmt.count(b"%") != 1 or b"%d" not in fmt:
+                raise ValueError(f"a numbered template takes one %d, got {fmt!r}")
+            k = len(fmt) - 2 + digits  # len(fmt % n) for n of ``digits`` digits
+            lead = b""
+            if frame.compressed:  # the number as a deflate stored block (see head())
+                lead = b"\x00" + struct.pack("<HH", k, k ^ 0xFFFF)
+                k += len(lead)
+            head = frame_header(k + len(frame), frame.compressed) + lead
+            parts.append(head.replace(b"%", b"%%"))
+            parts.append(fmt)
+            count += 1
+        parts.append(frame.replace(b"%", b"%%"))
+    return b"".join(parts), count
+
+
 def frame_header(n: int, compressed: bool = False) -> bytes:
     """The header of an unfragmented text frame with an ``n``-byte payload."""
     head = _TEXT | _RSV1 if compressed else _TEXT
