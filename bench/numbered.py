@@ -61,8 +61,8 @@ async def run(
 ) -> tuple[float, int]:
     """CPU seconds to deliver ``messages`` to ``connections``, and bytes written
     (``delay``: the hub's ``max_write_delay``, None: its default). ``spread``: each
-    connection stands at a number of its own (connection i has been sent i messages
-    before), as subscribers that came at different times do; else all at 0."""
+    connection stands at a number of its own (connection i at 10,000 + 7i), as
+    subscribers that came at different times do; else all at the same number."""
     engine = MemoryEngine(HistorySettings(size=100, ttl=60))
     hub = Hub(engine) if delay is None else Hub(engine, max_write_delay=delay)
     await engine.start(hub)

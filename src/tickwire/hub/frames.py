@@ -63,8 +63,7 @@ class NumberedFrame(bytes):
             return head
         start = self.template % n
         if self.compressed:
-            k = len(start)
-            start = b"\x00" + struct.pack("<HH", k, k ^ 0xFFFF) + start
+            start = stored_block(len(start)) + start
         head = frame_header(len(start) + len(self), self.compressed) + start
         if len(self.heads) < 64:  # bounded: a frame lives for one delivery
             self.heads[n] = head
@@ -84,16 +83,19 @@ def numbered_template(frames: list[bytes], digits: int) -> tuple[bytes, int]:
             if fmt.count(b"%") != 1 or b"%d" not in fmt:
                 raise ValueError(f"a numbered template takes one %d, got {fmt!r}")
             k = len(fmt) - 2 + digits  # len(fmt % n) for n of ``digits`` digits
-            lead = b""
-            if frame.compressed:  # the number as a deflate stored block (see head())
-                lead = b"\x00" + struct.pack("<HH", k, k ^ 0xFFFF)
-                k += len(lead)
-            head = frame_header(k + len(frame), frame.compressed) + lead
+            lead = stored_block(k) if frame.compressed else b""  # as head() has it
+            head = frame_header(len(lead) + k + len(frame), frame.compressed) + lead
             parts.append(head.replace(b"%", b"%%"))
             parts.append(fmt)
             count += 1
         parts.append(frame.replace(b"%", b"%%"))
     return b"".join(parts), count
+
+
+def stored_block(k: int) -> bytes:
+    """The header of a non-final deflate stored block of ``k`` bytes (RFC 1951 3.2.4):
+    how a numbered frame's number travels ahead of its shared compressed rest."""
+    return b"\x00" + struct.pack("<HH", k, k ^ 0xFFFF)
 
 
 def frame_header(n: int, compressed: bool = False) -> bytes:
