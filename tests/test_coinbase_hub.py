@@ -124,8 +124,8 @@ def one_by_one(frames: list[bytes], number: int) -> bytes:
     return b"".join(out)
 
 
-# rests of every size class of header (short, 16-bit), with '%' in them and in the
-# length bytes (0x25), plain and compressed, between frames of nobody's number
+# rests of both header sizes (short, 16-bit) with '%' in them, plain and compressed,
+# between frames of nobody's number (length bytes that read as '%': the test after)
 _REST = st.binary(min_size=0, max_size=300).map(lambda b: b.replace(b"\x00", b"%"))
 _FRAME = st.one_of(
     st.tuples(_REST, st.booleans()).map(
